@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond npm packages, from Debian, when missing:
+# Postfix (end-to-end tests and benchmarks: postfix, smtp-source, smtp-sink), swaks and Python's
+# smtplib (real clients), and Redis (contract tests); then makes sure a Redis answers on
+# 127.0.0.1:6379. Idempotent; run as root (CI is).
+set -euo pipefail
+
+missing=()
+[ -x /usr/sbin/postfix ] || missing+=(postfix)
+command -v swaks >/dev/null || missing+=(swaks)
+command -v python3 >/dev/null || missing+=(python3)
+command -v redis-server >/dev/null || missing+=(redis-server)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing from Debian: ${missing[*]}"
+  # "No configuration": the tests run private Postfix instances; the system one stays unconfigured.
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+redis_answers() {
+  (exec 3<>/dev/tcp/127.0.0.1/6379 && printf 'PING\r\n' >&3 && timeout 2 head -c 5 <&3 | grep -q PONG) 2>/dev/null
+}
+if ! redis_answers; then
+  echo "starting redis-server on 127.0.0.1:6379"
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  for _ in $(seq 1 50); do redis_answers && break; sleep 0.1; done
+  redis_answers || { echo "redis-server did not start" >&2; exit 1; }
+fi

@@ -1,0 +1,103 @@
+// The policy schema: every key an operator can set, its type, its default and its bounds.
+// The parsed policy is one frozen snapshot (see load.ts); nothing else reads the YAML.
+import os from 'node:os';
+import net from 'node:net';
+import { z } from 'zod';
+import { parseHostPort } from '../util/host-port.js';
+
+const hostPort = z.string().transform((text, ctx) => {
+  try {
+    return parseHostPort(text);
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: (error as Error).message });
+    return z.NEVER;
+  }
+});
+
+const ipAddress = z.string().refine((text) => net.isIP(text) !== 0, { message: 'expected an IP address' });
+const positiveInt = z.number().int().positive();
+
+const serverSchema = z.strictObject({
+  /** Where clients connect: the MX address. PUSHBACK_LISTEN overrides it. */
+  listen: hostPort.prefault('127.0.0.1:2525'),
+  /** Name in our greeting and EHLO reply. */
+  hostname: z.string().min(1).default(os.hostname()),
+  /** Extra greeting text after "ESMTP". */
+  banner: z.string().default(''),
+  /** Concurrent client sessions; one more gets 421 and a close. */
+  maxClients: positiveInt.default(500),
+  /** Load balancers allowed to send a PROXY protocol v1 header; nobody else may. */
+  proxyProtocolFrom: z.array(ipAddress).default([]),
+  /** Reverse DNS of clients (for XCLIENT NAME and logs); off, as a lookup per connection is an amplifier. */
+  reverseDns: z.boolean().default(false),
+  /** STARTTLS is offered only when both files are given. */
+  tls: z
+    .strictObject({ keyFile: z.string().min(1), certFile: z.string().min(1) })
+    .optional(),
+});
+
+const limitsSchema = z.strictObject({
+  /** Announced in EHLO (SIZE) and enforced during DATA. Keep it at or below Postfix's message_size_limit. */
+  maxMessageBytes: positiveInt.default(10_240_000),
+  /** Recipients per message; more get 452 (Postfix: smtpd_recipient_limit). */
+  maxRecipients: positiveInt.default(1000),
+  /** Longest command line accepted (Postfix: line_length_limit). */
+  maxLineBytes: z.number().int().min(512).default(2048),
+  /** A client silent this long while we wait for it gets 421 (Postfix: smtpd_timeout). */
+  idleTimeoutSeconds: positiveInt.default(300),
+  /** Whole-session deadline: a client dripping a byte at a time must not hold a slot forever. */
+  sessionDeadlineSeconds: positiveInt.default(900),
+});
+
+const upstreamSchema = z.strictObject({
+  /** Postfix's smtpd for the proxy. PUSHBACK_UPSTREAM overrides it. */
+  address: hostPort.prefault('127.0.0.1:10025'),
+  /** Our EHLO name towards Postfix; defaults to server.hostname. */
+  heloName: z.string().min(1).optional(),
+  /**
+   * auto: send XCLIENT when Postfix offers it (and warn when it does not);
+   * required: refuse to relay (451) when Postfix does not offer it;
+   * off: never send it (Postfix then sees the proxy as the client: mind your relay restrictions).
+   */
+  xclient: z.enum(['auto', 'required', 'off']).default('auto'),
+  connectTimeoutMs: positiveInt.default(5_000),
+  /** Greeting, EHLO, XCLIENT, MAIL, RCPT, DATA, RSET replies. */
+  replyTimeoutMs: positiveInt.default(60_000),
+  /** Longest wait for Postfix to take more message bytes while streaming DATA. */
+  dataStallTimeoutMs: positiveInt.default(120_000),
+  /** Reply to the final dot; shorter than a client's 10 minutes so it hears our 451 first. */
+  dataDoneTimeoutMs: positiveInt.default(300_000),
+});
+
+const adminSchema = z.strictObject({
+  /** Admin HTTP listener; loopback by default. PUSHBACK_ADMIN overrides it. */
+  listen: hostPort.prefault('127.0.0.1:8025'),
+});
+
+const stateSchema = z.strictObject({
+  /** Absent: in-memory state on this node. PUSHBACK_REDIS_URL overrides it. */
+  redisUrl: z.string().min(1).nullable().default(null),
+  keyPrefix: z.string().min(1).default('pushback:'),
+});
+
+const quarantineSchema = z.strictObject({
+  /** PUSHBACK_SPOOL_DIR overrides it. */
+  spoolDir: z.string().min(1).default('/var/spool/smtp-pushback'),
+});
+
+const logSchema = z.strictObject({
+  level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export const policySchema = z.strictObject({
+  server: serverSchema.prefault({}),
+  limits: limitsSchema.prefault({}),
+  upstream: upstreamSchema.prefault({}),
+  admin: adminSchema.prefault({}),
+  state: stateSchema.prefault({}),
+  quarantine: quarantineSchema.prefault({}),
+  log: logSchema.prefault({}),
+});
+
+export type Policy = z.output<typeof policySchema>;
+export type PolicyInput = z.input<typeof policySchema>;

@@ -1,0 +1,169 @@
+// The relay stage of one client session: one lazily opened upstream connection to Postfix, used
+// for every transaction of the session, like Postfix's own before-queue smtpd_proxy_filter.
+// Each method returns the reply our client gets: Postfix's own code and text when Postfix
+// answered, a 4xx of ours when the path to Postfix failed (so the client retries; never a 250).
+import type { Readable } from 'node:stream';
+import { UpstreamConnection, UpstreamError, type UpstreamOptions } from '../upstream/connection.js';
+import { isPositive, replyText, type SmtpReply } from '../upstream/reply.js';
+import type { ClientIdentity } from '../upstream/xclient.js';
+
+export interface RelayReply {
+  code: number;
+  /** Reply text, starting with the enhanced status code where there is one. */
+  text: string;
+  /** Set when the reply is ours because the upstream path failed, not Postfix's. */
+  failure?: string;
+}
+
+export interface RelayLogger {
+  warn(details: object, message: string): void;
+  error(details: object, message: string): void;
+}
+
+/** MAIL FROM and RCPT TO parameters as smtp-server parsed them (upper-case keys). */
+export type CommandParameters = Record<string, string | boolean | undefined>;
+
+const MAIL_PARAMETERS: ReadonlyArray<{ name: string; capability: string }> = [
+  { name: 'SIZE', capability: 'SIZE' },
+  { name: 'BODY', capability: '8BITMIME' },
+  { name: 'SMTPUTF8', capability: 'SMTPUTF8' },
+  { name: 'RET', capability: 'DSN' },
+  { name: 'ENVID', capability: 'DSN' },
+];
+const RCPT_PARAMETERS: ReadonlyArray<{ name: string; capability: string }> = [
+  { name: 'NOTIFY', capability: 'DSN' },
+  { name: 'ORCPT', capability: 'DSN' },
+];
+
+export class SessionRelay {
+  private upstream: UpstreamConnection | undefined;
+  /** The identity the upstream connection was opened (and XCLIENT'd) for. */
+  private upstreamIdentity = '';
+  private transactionOpen = false;
+  upstreamConnectMs: number | undefined;
+  xclientSent = false;
+
+  constructor(private readonly options: UpstreamOptions, private readonly log: RelayLogger) {}
+
+  async mailFrom(client: ClientIdentity, sender: string, parameters: CommandParameters): Promise<RelayReply> {
+    const identity = `${client.address}|${client.port}|${client.helo ?? ''}|${client.hostname ?? ''}`;
+    if (!this.upstream?.usable || identity !== this.upstreamIdentity) {
+      const refusal = await this.openUpstream(client);
+      if (refusal) return refusal;
+      this.upstreamIdentity = identity;
+    }
+    const upstream = this.upstream as UpstreamConnection;
+    const line = `MAIL FROM:<${sender}>${formatParameters(parameters, MAIL_PARAMETERS, upstream.capabilities)}`;
+    try {
+      let reply: SmtpReply;
+      if (this.transactionOpen) {
+        // The client reset (RSET, EHLO) or abandoned the last transaction; resynchronise in one round trip.
+        const [, mailReply] = await upstream.pipeline(['RSET', line], 'mail');
+        reply = mailReply as SmtpReply;
+      } else {
+        reply = await upstream.command(line, 'mail');
+      }
+      this.transactionOpen = isPositive(reply);
+      return fromUpstream(reply);
+    } catch (error) {
+      return this.pathFailure(error, 'mail');
+    }
+  }
+
+  async rcptTo(recipient: string, parameters: CommandParameters): Promise<RelayReply> {
+    const upstream = this.upstream;
+    if (!upstream?.usable) return localFailure('rcpt', 'upstream connection lost');
+    const line = `RCPT TO:<${recipient}>${formatParameters(parameters, RCPT_PARAMETERS, upstream.capabilities)}`;
+    try {
+      return fromUpstream(await upstream.command(line, 'rcpt'));
+    } catch (error) {
+      return this.pathFailure(error, 'rcpt');
+    }
+  }
+
+  /**
+   * Streams the message. `abortReason` is asked before each chunk; a reason (size limit) drops the
+   * upstream connection without the final dot. Settles only after the client's message is over.
+   */
+  async data(message: Readable, abortReason: () => string | undefined): Promise<RelayReply> {
+    const upstream = this.upstream;
+    if (!upstream?.usable) return localFailure('data', 'upstream connection lost');
+    this.transactionOpen = false;
+    try {
+      return fromUpstream(await upstream.data(message, abortReason));
+    } catch (error) {
+      return this.pathFailure(error, 'data');
+    }
+  }
+
+  /** End of the client session: QUIT upstream if we still have it. */
+  close(): void {
+    this.upstream?.quit();
+    this.upstream = undefined;
+  }
+
+  private async openUpstream(client: ClientIdentity): Promise<RelayReply | undefined> {
+    this.upstream?.quit();
+    this.upstream = undefined;
+    this.transactionOpen = false;
+    try {
+      const opened = await UpstreamConnection.open(this.options, client);
+      this.upstreamConnectMs = Math.round(opened.connectMs);
+      this.xclientSent = opened.xclientSent;
+      if (opened.reply.code >= 400) {
+        if (opened.xclientSent) {
+          // Postfix refused our XCLIENT or the handed-over session: a set-up fault, not the client's.
+          this.log.error(
+            { upstreamReply: `${opened.reply.code} ${replyText(opened.reply)}` },
+            'Postfix refused XCLIENT: list this proxy in smtpd_authorized_xclient_hosts',
+          );
+          return localFailure('xclient', `upstream refused XCLIENT (${opened.reply.code})`);
+        }
+        return fromUpstream(opened.reply);
+      }
+      if (!opened.xclientSent && this.options.xclient === 'auto') {
+        this.log.warn(
+          { upstream: `${this.options.host}:${this.options.port}` },
+          'Postfix does not offer XCLIENT to the proxy: it sees the proxy as the client; set smtpd_authorized_xclient_hosts',
+        );
+      }
+      this.upstream = opened.connection;
+      return undefined;
+    } catch (error) {
+      return this.pathFailure(error, 'connect');
+    }
+  }
+
+  private pathFailure(error: unknown, step: string): RelayReply {
+    this.upstream?.destroy();
+    this.upstream = undefined;
+    this.transactionOpen = false;
+    if (error instanceof UpstreamError) return localFailure(step, error.message, error.failure);
+    throw error;
+  }
+}
+
+function fromUpstream(reply: SmtpReply): RelayReply {
+  return { code: reply.code, text: replyText(reply) };
+}
+
+function localFailure(step: string, reason: string, failure = 'closed'): RelayReply {
+  const text = step === 'data'
+    ? '4.4.2 Mail server connection failed during the message; not accepted, try again later'
+    : '4.4.1 Mail server temporarily unavailable, try again later';
+  return { code: 451, text, failure: `${failure}: ${reason}` };
+}
+
+function formatParameters(
+  parameters: CommandParameters,
+  known: ReadonlyArray<{ name: string; capability: string }>,
+  capabilities: Map<string, string>,
+): string {
+  let out = '';
+  for (const { name, capability } of known) {
+    const value = parameters[name];
+    if (value === undefined || value === false || !capabilities.has(capability)) continue;
+    out += value === true ? ` ${name}` : ` ${name}=${value}`;
+  }
+  return out;
+}

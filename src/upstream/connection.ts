@@ -1,0 +1,292 @@
+// One SMTP client connection to Postfix, driven one command at a time. It exists because the relay
+// must hand each of Postfix's replies to our client as it comes (MAIL, each RCPT, DATA) and stream
+// DATA with backpressure; nodemailer's client sends a whole message per call and has no XCLIENT.
+// Every wait has a timeout; after a timeout or a protocol error the connection is destroyed,
+// because the reply stream can no longer be trusted to line up with our commands.
+import net from 'node:net';
+import type { Readable } from 'node:stream';
+import { DotStuffer } from './dot-stuffer.js';
+import { ReplyParser, ReplyProtocolError, parseCapabilities, type SmtpReply } from './reply.js';
+import { xclientCommand, type ClientIdentity } from './xclient.js';
+
+export interface UpstreamTimeouts {
+  connectTimeoutMs: number;
+  replyTimeoutMs: number;
+  dataStallTimeoutMs: number;
+  dataDoneTimeoutMs: number;
+}
+
+export interface UpstreamOptions extends UpstreamTimeouts {
+  host: string;
+  port: number;
+  heloName: string;
+  xclient: 'auto' | 'required' | 'off';
+}
+
+export type UpstreamFailure = 'connect' | 'timeout' | 'closed' | 'protocol' | 'refused';
+
+/** A failure of the upstream path itself (not a reply): our client gets a 4xx for it. */
+export class UpstreamError extends Error {
+  constructor(readonly failure: UpstreamFailure, readonly step: string, message: string) {
+    super(`${step}: ${message}`);
+  }
+}
+
+interface PendingReply {
+  step: string;
+  resolve: (reply: SmtpReply) => void;
+  reject: (error: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+export interface OpenedUpstream {
+  connection: UpstreamConnection;
+  /** The reply that ends the opening (220 after XCLIENT, or 250 to EHLO); a 4xx/5xx means Postfix refused. */
+  reply: SmtpReply;
+  xclientSent: boolean;
+  connectMs: number;
+}
+
+export class UpstreamConnection {
+  capabilities = new Map<string, string>();
+  private readonly parser = new ReplyParser();
+  private readonly pending: PendingReply[] = [];
+  private failure: UpstreamError | undefined;
+
+  private constructor(private readonly socket: net.Socket, private readonly options: UpstreamOptions) {
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (error) => this.fail(new UpstreamError('closed', this.currentStep(), error.message)));
+    socket.on('close', () => this.fail(new UpstreamError('closed', this.currentStep(), 'connection closed by upstream')));
+  }
+
+  /**
+   * Connects, reads the greeting, says EHLO and, where Postfix offers it (and policy allows),
+   * hands over the real client with XCLIENT followed by a second EHLO.
+   */
+  static async open(options: UpstreamOptions, client: ClientIdentity): Promise<OpenedUpstream> {
+    const started = performance.now();
+    const socket = await connectSocket(options);
+    const connection = new UpstreamConnection(socket, options);
+    try {
+      const greeting = await connection.expectReply('greeting', options.replyTimeoutMs);
+      if (greeting.code !== 220) return connection.refusedOpening(greeting, false, started);
+      let reply = await connection.hello();
+      if (reply.code !== 250) return connection.refusedOpening(reply, false, started);
+
+      const xclient = connection.capabilities.get('XCLIENT');
+      if (options.xclient === 'off' || (xclient === undefined && options.xclient === 'auto')) {
+        return { connection, reply, xclientSent: false, connectMs: performance.now() - started };
+      }
+      if (xclient === undefined) {
+        connection.destroy();
+        throw new UpstreamError('refused', 'xclient', 'upstream does not offer XCLIENT (policy upstream.xclient is "required")');
+      }
+      reply = await connection.command(xclientCommand(client, xclient), 'xclient');
+      if (reply.code !== 220) return connection.refusedOpening(reply, true, started);
+      reply = await connection.hello();
+      if (reply.code !== 250) return connection.refusedOpening(reply, true, started);
+      return { connection, reply, xclientSent: true, connectMs: performance.now() - started };
+    } catch (error) {
+      connection.destroy();
+      throw error;
+    }
+  }
+
+  get usable(): boolean {
+    return this.failure === undefined && !this.socket.destroyed;
+  }
+
+  /** Sends one command line and waits for its reply. */
+  command(line: string, step: string, timeoutMs = this.options.replyTimeoutMs): Promise<SmtpReply> {
+    const reply = this.expectReply(step, timeoutMs);
+    this.write(`${line}\r\n`);
+    return reply;
+  }
+
+  /** Sends several commands in one write (RFC 2920 pipelining) and waits for all their replies. */
+  pipeline(lines: string[], step: string): Promise<SmtpReply[]> {
+    const replies = lines.map((_, index) => this.expectReply(`${step}[${index}]`, this.options.replyTimeoutMs));
+    this.write(lines.map((line) => `${line}\r\n`).join(''));
+    return Promise.all(replies);
+  }
+
+  /**
+   * DATA with the message streamed from `message` (unstuffed bytes, as smtp-server gives them).
+   * Returns Postfix's reply to DATA when it is not 354, else its reply to the final dot.
+   * If the message stream breaks (client gone), Postfix stalls, or `abortReason` names a reason
+   * (message over the size limit), the connection is destroyed WITHOUT the final dot, so Postfix
+   * discards the partial message. The promise settles only once the message stream is over, so
+   * our client is never answered while it is still sending.
+   */
+  async data(message: Readable, abortReason: () => string | undefined): Promise<SmtpReply> {
+    const start = await this.command('DATA', 'data');
+    if (start.code !== 354) return start;
+    const stuffer = new DotStuffer();
+    await new Promise<void>((resolve, reject) => {
+      let abort: Error | undefined;
+      const stop = (error: Error): void => {
+        if (abort) return;
+        abort = error;
+        this.destroy();
+        message.resume(); // keep reading: smtp-server answers only after the client's final dot
+      };
+      message.on('data', (chunk: Buffer) => {
+        if (abort) return;
+        const reason = abortReason();
+        if (reason) return stop(new UpstreamError('refused', 'data', reason));
+        if (!this.usable) return stop(this.failure ?? new UpstreamError('closed', 'data', 'upstream went away'));
+        if (!this.socket.write(stuffer.push(chunk))) {
+          message.pause();
+          this.drained().then(() => {
+            if (!abort) message.resume();
+          }, stop);
+        }
+      });
+      message.once('end', () => {
+        const reason = abortReason();
+        if (!abort && reason) stop(new UpstreamError('refused', 'data', reason));
+        if (abort) reject(abort);
+        else resolve();
+      });
+      message.once('close', () => {
+        if (message.readableEnded) return;
+        stop(new UpstreamError('refused', 'data', 'client went away during DATA'));
+        reject(abort);
+      });
+      message.on('error', () => undefined); // reported through 'close'; an unhandled 'error' would crash
+    });
+    const reply = this.expectReply('end of data', this.options.dataDoneTimeoutMs);
+    this.write(stuffer.terminator());
+    return reply;
+  }
+
+  /** Polite close: QUIT, then the socket goes whatever Postfix answers (or after a short wait). */
+  quit(): void {
+    if (!this.usable) {
+      this.destroy();
+      return;
+    }
+    this.command('QUIT', 'quit', Math.min(this.options.replyTimeoutMs, 2_000)).then(
+      () => this.socket.end(),
+      () => this.destroy(),
+    );
+  }
+
+  destroy(): void {
+    this.fail(new UpstreamError('closed', this.currentStep(), 'connection closed by proxy'));
+    this.socket.destroy();
+  }
+
+  private async hello(): Promise<SmtpReply> {
+    let reply = await this.command(`EHLO ${this.options.heloName}`, 'ehlo');
+    if (reply.code >= 500) reply = await this.command(`HELO ${this.options.heloName}`, 'helo');
+    this.capabilities = reply.code === 250 ? parseCapabilities(reply) : new Map();
+    return reply;
+  }
+
+  private refusedOpening(reply: SmtpReply, xclientSent: boolean, started: number): OpenedUpstream {
+    this.quit();
+    return { connection: this, reply, xclientSent, connectMs: performance.now() - started };
+  }
+
+  private expectReply(step: string, timeoutMs: number): Promise<SmtpReply> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise<SmtpReply>((resolve, reject) => {
+      const entry: PendingReply = {
+        step,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.fail(new UpstreamError('timeout', step, `no reply within ${timeoutMs} ms`));
+          this.socket.destroy();
+        }, timeoutMs),
+      };
+      this.pending.push(entry);
+    });
+  }
+
+  private drained(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        cleanup();
+        const error = new UpstreamError('timeout', 'data', `upstream took no data for ${this.options.dataStallTimeoutMs} ms`);
+        this.fail(error);
+        reject(error);
+      }, this.options.dataStallTimeoutMs);
+      const onDrain = (): void => {
+        cleanup();
+        resolve();
+      };
+      const onClose = (): void => {
+        cleanup();
+        reject(this.failure ?? new UpstreamError('closed', 'data', 'connection closed by upstream'));
+      };
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        this.socket.off('drain', onDrain);
+        this.socket.off('close', onClose);
+      };
+      this.socket.on('drain', onDrain);
+      this.socket.on('close', onClose);
+    });
+  }
+
+  private write(data: string | Buffer): void {
+    if (this.usable) this.socket.write(data);
+  }
+
+  private onData(chunk: Buffer): void {
+    let replies: SmtpReply[];
+    try {
+      replies = this.parser.feed(chunk);
+    } catch (error) {
+      const message = error instanceof ReplyProtocolError ? error.message : String(error);
+      this.fail(new UpstreamError('protocol', this.currentStep(), message));
+      this.socket.destroy();
+      return;
+    }
+    for (const reply of replies) {
+      const waiter = this.pending.shift();
+      if (!waiter) {
+        // A reply nobody asked for (e.g. a 421 before shutdown): the dialogue is out of step.
+        this.fail(new UpstreamError(reply.code === 421 ? 'closed' : 'protocol', 'idle', `unexpected reply ${reply.code}`));
+        this.socket.destroy();
+        return;
+      }
+      clearTimeout(waiter.timer);
+      waiter.resolve(reply);
+    }
+  }
+
+  private fail(error: UpstreamError): void {
+    if (!this.failure) this.failure = error;
+    for (const waiter of this.pending.splice(0)) {
+      clearTimeout(waiter.timer);
+      waiter.reject(this.failure);
+    }
+  }
+
+  private currentStep(): string {
+    return this.pending[0]?.step ?? 'idle';
+  }
+}
+
+function connectSocket(options: UpstreamOptions): Promise<net.Socket> {
+  return new Promise<net.Socket>((resolve, reject) => {
+    const socket = net.connect({ host: options.host, port: options.port });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new UpstreamError('connect', 'connect', `no connection within ${options.connectTimeoutMs} ms`));
+    }, options.connectTimeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      resolve(socket);
+    });
+    socket.once('error', (error) => {
+      clearTimeout(timer);
+      reject(new UpstreamError('connect', 'connect', error.message));
+    });
+  });
+}

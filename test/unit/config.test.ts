@@ -1,0 +1,83 @@
+// Policy loading: defaults, environment overrides, and problems reported with file, line and reason.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { defaultPolicy, formatProblem, loadPolicyFile, parsePolicyText } from '../../src/config/load.js';
+
+describe('policy', () => {
+  it('has working built-in defaults', () => {
+    const result = defaultPolicy({});
+    expect(result.ok).toBe(true);
+    if (!result.ok) return;
+    expect(result.policy.server.listen).toEqual({ host: '127.0.0.1', port: 2525 });
+    expect(result.policy.upstream.address).toEqual({ host: '127.0.0.1', port: 10025 });
+    expect(result.policy.admin.listen).toEqual({ host: '127.0.0.1', port: 8025 });
+    expect(result.policy.state.redisUrl).toBeNull();
+    expect(Object.isFrozen(result.policy.limits)).toBe(true);
+  });
+
+  it('lets the PUSHBACK_* environment override the file', () => {
+    const result = parsePolicyText('server:\n  listen: 0.0.0.0:25\n', 'p.yaml', {
+      PUSHBACK_LISTEN: '[::1]:2600',
+      PUSHBACK_UPSTREAM: '127.0.0.2:10026',
+      PUSHBACK_ADMIN: '127.0.0.1:9000',
+      PUSHBACK_REDIS_URL: 'redis://127.0.0.1:6379/0',
+      PUSHBACK_SPOOL_DIR: '/tmp/spool',
+    });
+    expect(result.ok).toBe(true);
+    if (!result.ok) return;
+    expect(result.policy.server.listen).toEqual({ host: '::1', port: 2600 });
+    expect(result.policy.upstream.address).toEqual({ host: '127.0.0.2', port: 10026 });
+    expect(result.policy.admin.listen.port).toBe(9000);
+    expect(result.policy.state.redisUrl).toBe('redis://127.0.0.1:6379/0');
+    expect(result.policy.quarantine.spoolDir).toBe('/tmp/spool');
+  });
+
+  it('reports every problem with its line and reason', () => {
+    const text = [
+      'server:', //               1
+      '  listen: nowhere', //     2
+      '  maxClients: -3', //      3
+      'limits:', //               4
+      '  maxRecipients: many', // 5
+      '  colour: blue', //        6
+      'upstream:', //             7
+      '  xclient: sometimes', //  8
+    ].join('\n');
+    const result = parsePolicyText(text, 'policy.yaml', {});
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    const lines = result.problems.map(formatProblem);
+    expect(lines).toEqual(expect.arrayContaining([
+      expect.stringMatching(/^policy\.yaml:2:\d+: server\.listen: expected host:port/),
+      expect.stringMatching(/^policy\.yaml:3:\d+: server\.maxClients: /),
+      expect.stringMatching(/^policy\.yaml:5:\d+: limits\.maxRecipients: /),
+      expect.stringMatching(/^policy\.yaml:6:\d+: limits: unknown key "colour"/),
+      expect.stringMatching(/^policy\.yaml:8:\d+: upstream\.xclient: /),
+    ]));
+    expect(lines).toHaveLength(5);
+  });
+
+  it('reports YAML syntax errors and bad environment values by their source', () => {
+    const syntax = parsePolicyText('server:\n  listen: [unclosed\n', 'bad.yaml', {});
+    expect(syntax.ok).toBe(false);
+    if (!syntax.ok) expect(formatProblem(syntax.problems[0]!)).toMatch(/^bad\.yaml:\d+:\d+: /);
+    const env = parsePolicyText('', 'ok.yaml', { PUSHBACK_LISTEN: 'no-port' });
+    expect(env.ok).toBe(false);
+    if (!env.ok) expect(formatProblem(env.problems[0]!)).toMatch(/^environment PUSHBACK_LISTEN: server\.listen: expected host:port/);
+  });
+
+  it('loads the sample config/policy.yaml without problems', async () => {
+    const result = await loadPolicyFile(join(import.meta.dirname, '../../config/policy.yaml'), {});
+    expect(result.ok ? [] : result.problems.map(formatProblem)).toEqual([]);
+  });
+
+  it('reports an unreadable file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pushback-config-'));
+    writeFileSync(join(dir, 'empty.yaml'), '');
+    expect((await loadPolicyFile(join(dir, 'empty.yaml'), {})).ok).toBe(true);
+    const missing = await loadPolicyFile(join(dir, 'missing.yaml'), {});
+    expect(missing.ok).toBe(false);
+  });
+});
