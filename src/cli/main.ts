@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // The smtp-pushback command: `serve` runs the proxy, `check-config` validates a policy file.
-import { Command } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
 import { defaultPolicy, formatProblem, loadPolicyFile, type PolicyResult } from '../config/load.js';
+import { formatHostPort } from '../util/host-port.js';
+import { runEntropyCommand } from './entropy-command.js';
+import { fetchStatus, formatStatus } from './status-command.js';
 import { createLogger } from '../log.js';
 import { startProxy } from '../main.js';
 
@@ -40,6 +43,48 @@ program
     if (!result.ok) return exitWithProblems(result);
     process.stdout.write(`${file}: OK\n`);
   });
+
+program
+  .command('entropy')
+  .description("the entropy status (seed 000) of windows you give: H(Pn), H(Pa), D and S per window")
+  .requiredOption('--normal <counts>', 'normal pairs per window, comma-separated (e.g. 100,95,87)')
+  .requiredOption('--abnormal <counts>', 'abnormal pairs per window, comma-separated (e.g. 0,5,13)')
+  .option('--delta <bits>', 'delta: |D| <= delta is critical', parseNumber, 0.5)
+  .option('--min-pairs <n>', 'windows with fewer pairs are quiet (safe)', parseNumber, 0)
+  .option('--json', 'print a JSON array instead of a table')
+  .action((options: { normal: string; abnormal: string; delta: number; minPairs: number; json?: boolean }) => {
+    const result = runEntropyCommand({ ...options, deltaBits: options.delta });
+    (result.exitCode === 0 ? process.stdout : process.stderr).write(result.output);
+    process.exitCode = result.exitCode;
+  });
+
+program
+  .command('status')
+  .description("a running proxy's server status (from its admin listener's /status)")
+  .option('--admin <host:port>', 'admin listener (default: PUSHBACK_ADMIN, the policy, or 127.0.0.1:8025)')
+  .option('-c, --config <file>', 'policy file to take admin.listen from', process.env.PUSHBACK_POLICY)
+  .option('--json', 'print the JSON as /status gives it')
+  .action(async (options: { admin?: string; config?: string; json?: boolean }) => {
+    let admin = options.admin;
+    if (!admin) {
+      const result = options.config ? await loadPolicyFile(options.config) : defaultPolicy();
+      if (!result.ok) return exitWithProblems(result);
+      admin = formatHostPort(result.policy.admin.listen);
+    }
+    try {
+      const report = await fetchStatus(admin);
+      process.stdout.write(options.json ? `${JSON.stringify(report, null, 2)}\n` : formatStatus(report));
+    } catch (error) {
+      process.stderr.write(`cannot read status from ${admin}: ${(error as Error).message}\n`);
+      process.exitCode = 1;
+    }
+  });
+
+function parseNumber(value: string): number {
+  const number = Number(value);
+  if (value.trim() === '' || !Number.isFinite(number) || number < 0) throw new InvalidArgumentError('expected a non-negative number');
+  return number;
+}
 
 function exitWithProblems(result: Extract<PolicyResult, { ok: false }>): void {
   for (const problem of result.problems) process.stderr.write(`${formatProblem(problem)}\n`);

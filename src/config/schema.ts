@@ -16,6 +16,7 @@ const hostPort = z.string().transform((text, ctx) => {
 
 const ipAddress = z.string().refine((text) => net.isIP(text) !== 0, { message: 'expected an IP address' });
 const positiveInt = z.number().int().positive();
+const nonNegativeInt = z.number().int().nonnegative();
 
 const serverSchema = z.strictObject({
   /** Where clients connect: the MX address. PUSHBACK_LISTEN overrides it. */
@@ -77,8 +78,41 @@ const adminSchema = z.strictObject({
 const stateSchema = z.strictObject({
   /** Absent: in-memory state on this node. PUSHBACK_REDIS_URL overrides it. */
   redisUrl: z.string().min(1).nullable().default(null),
-  keyPrefix: z.string().min(1).default('pushback:'),
+  /** Prefix of every Redis key; braces are reserved for our Cluster hash tags. */
+  keyPrefix: z.string().min(1).regex(/^[^{}]*$/, 'must not contain { or }').default('pushback:'),
+  /** A Redis call slower than this counts as failed; sessions never wait on Redis. */
+  commandTimeoutMs: positiveInt.default(250),
+  connectTimeoutMs: positiveInt.default(1_000),
+  /** How often this node's pair counts go to Redis, in one round trip. */
+  flushIntervalMs: z.number().int().min(10).default(250),
+  /**
+   * Redis unreachable: "open" keeps relaying on this node's own view (the default);
+   * "closed" defers new sessions with 421 until Redis is back.
+   */
+  whenUnavailable: z.enum(['open', 'closed']).default('open'),
 });
+
+const entropySchema = z
+  .strictObject({
+    /** Length of the rolling window of pairs (seed 000's Tw). */
+    windowSeconds: positiveInt.default(10),
+    /** The window slides by buckets of this length. */
+    bucketSeconds: positiveInt.default(1),
+    /** delta: |D| <= delta is critical (0), D > delta safe (1), D < -delta danger (-1). */
+    deltaBits: z.number().nonnegative().default(0.5),
+    /** Below this many pairs in the window the server is quiet, and quiet is safe. */
+    minPairs: nonNegativeInt.default(20),
+    /** How often the status is recomputed (one Redis read each time). */
+    statusIntervalMs: z.number().int().min(100).default(1_000),
+    /** Sources listed by abnormal pairs in /status. */
+    topSources: nonNegativeInt.max(1_000).default(10),
+    /** Distinct sources tracked per bucket; more still count in the totals (bounds memory under spoofing). */
+    maxSourcesPerBucket: positiveInt.default(2_000),
+  })
+  .refine((entropy) => entropy.windowSeconds % entropy.bucketSeconds === 0, {
+    message: 'windowSeconds must be a multiple of bucketSeconds',
+    path: ['windowSeconds'],
+  });
 
 const quarantineSchema = z.strictObject({
   /** PUSHBACK_SPOOL_DIR overrides it. */
@@ -95,6 +129,7 @@ export const policySchema = z.strictObject({
   upstream: upstreamSchema.prefault({}),
   admin: adminSchema.prefault({}),
   state: stateSchema.prefault({}),
+  entropy: entropySchema.prefault({}),
   quarantine: quarantineSchema.prefault({}),
   log: logSchema.prefault({}),
 });

@@ -15,9 +15,10 @@ export interface RelayReply {
   failure?: string;
 }
 
-export interface RelayLogger {
-  warn(details: object, message: string): void;
-  error(details: object, message: string): void;
+/** Where the relay reports set-up faults; the listener logs each kind once per process, not per session. */
+export interface RelayNotices {
+  xclientNotOffered(upstream: string): void;
+  xclientRefused(upstreamReply: string): void;
 }
 
 /** MAIL FROM and RCPT TO parameters as smtp-server parsed them (upper-case keys). */
@@ -43,7 +44,7 @@ export class SessionRelay {
   upstreamConnectMs: number | undefined;
   xclientSent = false;
 
-  constructor(private readonly options: UpstreamOptions, private readonly log: RelayLogger) {}
+  constructor(private readonly options: UpstreamOptions, private readonly notices: RelayNotices) {}
 
   async mailFrom(client: ClientIdentity, sender: string, parameters: CommandParameters): Promise<RelayReply> {
     const identity = `${client.address}|${client.port}|${client.helo ?? ''}|${client.hostname ?? ''}`;
@@ -58,7 +59,7 @@ export class SessionRelay {
       let reply: SmtpReply;
       if (this.transactionOpen) {
         // The client reset (RSET, EHLO) or abandoned the last transaction; resynchronise in one round trip.
-        const [, mailReply] = await upstream.pipeline(['RSET', line], 'mail');
+        const [, mailReply] = await upstream.pipeline([{ line: 'RSET', step: 'rset' }, { line, step: 'mail' }]);
         reply = mailReply as SmtpReply;
       } else {
         reply = await upstream.command(line, 'mail');
@@ -111,21 +112,17 @@ export class SessionRelay {
       this.upstreamConnectMs = Math.round(opened.connectMs);
       this.xclientSent = opened.xclientSent;
       if (opened.reply.code >= 400) {
-        if (opened.xclientSent) {
-          // Postfix refused our XCLIENT or the handed-over session: a set-up fault, not the client's.
-          this.log.error(
-            { upstreamReply: `${opened.reply.code} ${replyText(opened.reply)}` },
-            'Postfix refused XCLIENT: list this proxy in smtpd_authorized_xclient_hosts',
-          );
+        // A 5xx to XCLIENT is "insufficient authorization": a set-up fault, not the client's. A 4xx
+        // (e.g. 421 from Postfix's connection rate limit for the handed-over client) is Postfix's
+        // own word on this client and goes to it unchanged.
+        if (opened.xclientSent && opened.reply.code >= 500) {
+          this.notices.xclientRefused(`${opened.reply.code} ${replyText(opened.reply)}`);
           return localFailure('xclient', `upstream refused XCLIENT (${opened.reply.code})`);
         }
         return fromUpstream(opened.reply);
       }
       if (!opened.xclientSent && this.options.xclient === 'auto') {
-        this.log.warn(
-          { upstream: `${this.options.host}:${this.options.port}` },
-          'Postfix does not offer XCLIENT to the proxy: it sees the proxy as the client; set smtpd_authorized_xclient_hosts',
-        );
+        this.notices.xclientNotOffered(`${this.options.host}:${this.options.port}`);
       }
       this.upstream = opened.connection;
       return undefined;

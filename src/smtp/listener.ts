@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import type { Logger } from 'pino';
 import type { Policy } from '../config/schema.js';
-import { SessionRelay, type CommandParameters, type RelayReply } from '../relay/session-relay.js';
+import { SessionRelay, type CommandParameters, type RelayNotices, type RelayReply } from '../relay/session-relay.js';
 import { dataOutcome, sessionOutcome, type SessionEnd, type SessionRecord, type TransactionRecord } from '../session/record.js';
 import type { UpstreamOptions } from '../upstream/connection.js';
 import { PairTracker } from './pair-tracker.js';
@@ -38,22 +38,35 @@ interface LiveSession {
   lastCommand: string;
   greeted: boolean;
   end: SessionEnd | undefined;
+  /** Set while we refuse the session at connect, so that reply is not counted as a pair. */
+  refusing: boolean;
   deadline: NodeJS.Timeout;
   helo?: string;
   clientName?: string;
 }
 
+/** The accounting stage: told of every pair and command as it happens and of each session at its end. */
+export interface SessionObserver {
+  /** A pair closed: normal ones as they happen, the abnormal one when the session ends. */
+  pair(source: string, kind: 'normal' | 'abnormal'): void;
+  command(): void;
+  upstreamLatency(step: string, milliseconds: number): void;
+  sessionEnded(record: SessionRecord): void;
+}
+
 export interface ListenerDependencies {
   policy: Policy;
   logger: Logger;
-  /** Called once per session, after it is over: the accounting stage. */
-  onSessionEnd?: (record: SessionRecord) => void;
+  observer: SessionObserver;
+  /** Asked at each new connection; a reply refuses the session with it (e.g. shared state down, fail closed). */
+  admission?: () => RelayReply | undefined;
 }
 
 export class SmtpListener {
   private readonly server: SMTPServer;
   private readonly sessions = new Map<string, LiveSession>();
   private readonly upstreamOptions: UpstreamOptions;
+  private readonly relayNotices: RelayNotices;
 
   constructor(private readonly deps: ListenerDependencies) {
     const { policy } = deps;
@@ -66,7 +79,9 @@ export class SmtpListener {
       replyTimeoutMs: policy.upstream.replyTimeoutMs,
       dataStallTimeoutMs: policy.upstream.dataStallTimeoutMs,
       dataDoneTimeoutMs: policy.upstream.dataDoneTimeoutMs,
+      observeReply: (step, milliseconds) => deps.observer.upstreamLatency(step, milliseconds),
     };
+    this.relayNotices = onceNotices(deps.logger);
     this.server = new SMTPServer(this.serverOptions(policy));
     // Sessions are registered when smtp-server creates the connection (after any PROXY header),
     // before its greeting delay, so early talkers and clients over maxClients are seen too.
@@ -118,7 +133,7 @@ export class SmtpListener {
       // Postfix's replies carry their own enhanced status codes and we pass them through verbatim.
       hideENHANCEDSTATUSCODES: true,
       logger: this.protocolObserver(),
-      onConnect: (session, callback) => callback(),
+      onConnect: (session, callback) => this.onConnect(session, callback),
       onMailFrom: (address, session, callback) => this.onMailFrom(address, session, callback),
       onRcptTo: (address, session, callback) => this.onRcptTo(address, session, callback),
       onData: (stream, session, callback) => this.onData(stream, session, callback),
@@ -138,13 +153,14 @@ export class SmtpListener {
       connection,
       startedAtMs: Date.now(),
       pairs: new PairTracker(),
-      relay: new SessionRelay(this.upstreamOptions, logger),
+      relay: new SessionRelay(this.upstreamOptions, this.relayNotices),
       transactions: [],
       current: undefined,
       commands: 0,
       lastCommand: '',
       greeted: false,
       end: undefined,
+      refusing: false,
       deadline: setTimeout(() => {
         live.end = 'deadline';
         connection.send(421, `4.4.2 ${policy.server.hostname} Error: session deadline exceeded, closing`, false);
@@ -152,6 +168,16 @@ export class SmtpListener {
     };
     live.deadline.unref();
     this.sessions.set(connection.id, live);
+  }
+
+  private onConnect(session: SMTPServerSession, callback: (error?: Error | null) => void): void {
+    const live = this.sessions.get(session.id);
+    const refusal = this.deps.admission?.();
+    if (!live || !refusal) return callback();
+    // smtp-server hangs up right after a refusal at connect: that reply expects no answer.
+    live.end = 'refused';
+    live.refusing = true;
+    callback(smtpError(refusal));
   }
 
   private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, callback: (error?: Error | null) => void): void {
@@ -200,7 +226,7 @@ export class SmtpListener {
     const abortReason = (): string | undefined => (stream.sizeExceeded ? `message over ${limit} bytes` : undefined);
     live.relay.data(stream, abortReason).then((reply) => {
       // The client answered our 354 only if its message reached the final dot.
-      if (stream.readableEnded) live.pairs.clientAnswered();
+      if (stream.readableEnded && live.pairs.clientAnswered()) this.deps.observer.pair(live.connection.remoteAddress, 'normal');
       transaction.bytes = stream.byteLength;
       transaction.dataMs = Math.round(performance.now() - started);
       live.current = undefined;
@@ -224,6 +250,8 @@ export class SmtpListener {
     clearTimeout(live.deadline);
     live.relay.close();
     const end = live.end ?? (live.lastCommand === 'QUIT' ? 'quit' : 'dropped');
+    const pairs = live.pairs.end();
+    if (pairs.abnormal > 0) this.deps.observer.pair(live.connection.remoteAddress, 'abnormal');
     const record: SessionRecord = {
       session: live.id,
       client: live.connection.remoteAddress,
@@ -233,7 +261,7 @@ export class SmtpListener {
       transactions: live.transactions,
       outcome: sessionOutcome(live.transactions, end),
       end,
-      pairs: live.pairs.end(),
+      pairs,
       commands: live.commands,
       durationMs: Date.now() - live.startedAtMs,
     };
@@ -244,7 +272,7 @@ export class SmtpListener {
       record.xclient = live.relay.xclientSent;
     }
     this.deps.logger.info(record, 'session');
-    this.deps.onSessionEnd?.(record);
+    this.deps.observer.sessionEnded(record);
   }
 
   /** A bug of ours must not leave the client hanging or say 250: 451, logged with the stack. */
@@ -272,15 +300,16 @@ export class SmtpListener {
   private observeProtocolEvent(live: LiveSession, tnx: unknown, payload: unknown): void {
     if (tnx === 'command') {
       live.commands += 1;
+      this.deps.observer.command();
       live.lastCommand = String(payload ?? '').slice(0, 4).toUpperCase().trim();
       if (!live.greeted && live.end === undefined) live.end = 'early-talker';
-      live.pairs.clientAnswered();
+      if (live.pairs.clientAnswered()) this.deps.observer.pair(live.connection.remoteAddress, 'normal');
     } else if (tnx === 'send') {
       const text = String(payload ?? '');
       const code = Number(text.slice(0, 3));
       if (!live.greeted && code === 220) live.greeted = true;
       if (code === 421 && live.end === undefined) live.end = endFromClosingReply(text, live.greeted);
-      live.pairs.replySent(code);
+      live.pairs.replySent(code, live.refusing);
     }
   }
 }
@@ -290,6 +319,26 @@ function endFromClosingReply(text: string, greeted: boolean): SessionEnd {
   if (/Timeout/i.test(text)) return 'idle-timeout';
   if (/shutting down/i.test(text)) return 'server-shutdown';
   return greeted ? 'refused' : 'early-talker';
+}
+
+/** Set-up faults are logged the first time they are seen, not once per session. */
+function onceNotices(logger: Logger): RelayNotices {
+  const seen = new Set<string>();
+  const once = (key: string, log: () => void): void => {
+    if (seen.has(key)) return;
+    seen.add(key);
+    log();
+  };
+  return {
+    xclientNotOffered: (upstream) => once('xclient-not-offered', () => logger.warn(
+      { upstream },
+      'Postfix does not offer XCLIENT to the proxy, so it sees the proxy as the client: set smtpd_authorized_xclient_hosts',
+    )),
+    xclientRefused: (upstreamReply) => once(`xclient-refused`, () => logger.error(
+      { upstreamReply },
+      'Postfix refused XCLIENT: list this proxy in smtpd_authorized_xclient_hosts (mail is deferred with 451 meanwhile)',
+    )),
+  };
 }
 
 function smtpError(reply: RelayReply): Error {

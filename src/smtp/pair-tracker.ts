@@ -22,10 +22,12 @@ export class PairTracker {
     this.open = true;
   }
 
-  /** The client answered: a command line, or the end of a message after 354. */
-  clientAnswered(): void {
-    if (this.open) this.normal += 1;
+  /** The client answered: a command line, or the end of a message after 354. True when that closed a pair. */
+  clientAnswered(): boolean {
+    const closed = this.open;
+    if (closed) this.normal += 1;
     this.open = false;
+    return closed;
   }
 
   /** The session is over; an unanswered reply is the abnormal pair. Returns the totals. */

@@ -21,6 +21,8 @@ export interface UpstreamOptions extends UpstreamTimeouts {
   port: number;
   heloName: string;
   xclient: 'auto' | 'required' | 'off';
+  /** Told how long each reply took, by step (metrics, and the back-pressure detector). */
+  observeReply?: (step: string, milliseconds: number) => void;
 }
 
 export type UpstreamFailure = 'connect' | 'timeout' | 'closed' | 'protocol' | 'refused';
@@ -84,7 +86,9 @@ export class UpstreamConnection {
       }
       reply = await connection.command(xclientCommand(client, xclient), 'xclient');
       if (reply.code !== 220) return connection.refusedOpening(reply, true, started);
-      reply = await connection.hello();
+      // Postfix takes the HELO name from the EHLO after XCLIENT (it overrides XCLIENT HELO), so that
+      // EHLO must carry the client's own name for Postfix's HELO checks and logs.
+      reply = await connection.hello(client.helo);
       if (reply.code !== 250) return connection.refusedOpening(reply, true, started);
       return { connection, reply, xclientSent: true, connectMs: performance.now() - started };
     } catch (error) {
@@ -105,9 +109,9 @@ export class UpstreamConnection {
   }
 
   /** Sends several commands in one write (RFC 2920 pipelining) and waits for all their replies. */
-  pipeline(lines: string[], step: string): Promise<SmtpReply[]> {
-    const replies = lines.map((_, index) => this.expectReply(`${step}[${index}]`, this.options.replyTimeoutMs));
-    this.write(lines.map((line) => `${line}\r\n`).join(''));
+  pipeline(commands: ReadonlyArray<{ line: string; step: string }>): Promise<SmtpReply[]> {
+    const replies = commands.map(({ step }) => this.expectReply(step, this.options.replyTimeoutMs));
+    this.write(commands.map(({ line }) => `${line}\r\n`).join(''));
     return Promise.all(replies);
   }
 
@@ -156,7 +160,7 @@ export class UpstreamConnection {
       });
       message.on('error', () => undefined); // reported through 'close'; an unhandled 'error' would crash
     });
-    const reply = this.expectReply('end of data', this.options.dataDoneTimeoutMs);
+    const reply = this.expectReply('dot', this.options.dataDoneTimeoutMs);
     this.write(stuffer.terminator());
     return reply;
   }
@@ -178,9 +182,9 @@ export class UpstreamConnection {
     this.socket.destroy();
   }
 
-  private async hello(): Promise<SmtpReply> {
-    let reply = await this.command(`EHLO ${this.options.heloName}`, 'ehlo');
-    if (reply.code >= 500) reply = await this.command(`HELO ${this.options.heloName}`, 'helo');
+  private async hello(name = this.options.heloName): Promise<SmtpReply> {
+    let reply = await this.command(`EHLO ${name}`, 'ehlo');
+    if (reply.code >= 500) reply = await this.command(`HELO ${name}`, 'helo');
     this.capabilities = reply.code === 250 ? parseCapabilities(reply) : new Map();
     return reply;
   }
@@ -192,10 +196,17 @@ export class UpstreamConnection {
 
   private expectReply(step: string, timeoutMs: number): Promise<SmtpReply> {
     if (this.failure) return Promise.reject(this.failure);
+    const sentAt = performance.now();
+    const observe = this.options.observeReply;
     return new Promise<SmtpReply>((resolve, reject) => {
       const entry: PendingReply = {
         step,
-        resolve,
+        resolve: observe
+          ? (reply) => {
+              observe(step, performance.now() - sentAt);
+              resolve(reply);
+            }
+          : resolve,
         reject,
         timer: setTimeout(() => {
           this.fail(new UpstreamError('timeout', step, `no reply within ${timeoutMs} ms`));

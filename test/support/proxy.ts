@@ -19,6 +19,7 @@ export interface TestProxy {
 export async function startTestProxy(upstreamAddress: string, yaml = '', env: NodeJS.ProcessEnv = {}): Promise<TestProxy> {
   const result = parsePolicyText(yaml, 'test-policy.yaml', {
     PUSHBACK_LISTEN: '127.0.0.1:0',
+    PUSHBACK_ADMIN: '127.0.0.1:0',
     PUSHBACK_UPSTREAM: upstreamAddress,
     ...env,
   });

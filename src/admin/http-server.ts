@@ -1,0 +1,89 @@
+// The admin HTTP listener: /status (the server's entropy status as JSON), /metrics (Prometheus
+// text), /healthz (the process answers) and /readyz (it accepts mail). Read-only; loopback by
+// default. Later stages add their routes through `routes`.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { HostPort } from '../util/host-port.js';
+
+export interface AdminResponse {
+  status: number;
+  contentType: string;
+  body: string;
+}
+
+export type AdminRoute = (request: http.IncomingMessage, url: URL) => Promise<AdminResponse | undefined> | AdminResponse | undefined;
+
+export interface AdminSources {
+  status(): object;
+  metrics(): Promise<{ contentType: string; body: string }>;
+  ready(): boolean;
+  /** Extra routes tried in order before the built-in ones answer 404. */
+  routes?: AdminRoute[];
+}
+
+export function json(status: number, value: unknown): AdminResponse {
+  return { status, contentType: 'application/json; charset=utf-8', body: `${JSON.stringify(value, null, 2)}\n` };
+}
+
+function text(status: number, body: string): AdminResponse {
+  return { status, contentType: 'text/plain; charset=utf-8', body };
+}
+
+export class AdminServer {
+  private readonly server: http.Server;
+
+  constructor(private readonly sources: AdminSources) {
+    this.server = http.createServer((request, response) => {
+      this.route(request).then(
+        (answer) => send(response, answer),
+        (error: Error) => send(response, text(500, `internal error: ${error.message}\n`)),
+      );
+    });
+    // An admin client that never finishes its request must not hold a socket forever.
+    this.server.requestTimeout = 10_000;
+    this.server.headersTimeout = 5_000;
+  }
+
+  listen(address: HostPort): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(address.port, address.host, () => {
+        this.server.off('error', reject);
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    this.server.closeAllConnections();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  private async route(request: http.IncomingMessage): Promise<AdminResponse> {
+    const url = new URL(request.url ?? '/', 'http://admin.invalid');
+    for (const route of this.sources.routes ?? []) {
+      const answer = await route(request, url);
+      if (answer) return answer;
+    }
+    if (request.method !== 'GET' && request.method !== 'HEAD') return text(405, 'method not allowed\n');
+    switch (url.pathname) {
+      case '/status':
+        return json(200, this.sources.status());
+      case '/metrics': {
+        const { contentType, body } = await this.sources.metrics();
+        return { status: 200, contentType, body };
+      }
+      case '/healthz':
+        return text(200, 'ok\n');
+      case '/readyz':
+        return this.sources.ready() ? text(200, 'ready\n') : text(503, 'not ready\n');
+      default:
+        return text(404, 'not found\n');
+    }
+  }
+}
+
+function send(response: http.ServerResponse, answer: AdminResponse): void {
+  response.writeHead(answer.status, { 'content-type': answer.contentType, 'cache-control': 'no-store' });
+  response.end(response.req.method === 'HEAD' ? undefined : answer.body);
+}

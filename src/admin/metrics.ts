@@ -1,0 +1,83 @@
+// Prometheus metrics (prom-client), on a registry of our own rather than the library's global one.
+// Counters that other stages already keep (Redis round trips, errors) are read at scrape time.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { SessionRecord } from '../session/record.js';
+import type { StatusSnapshot } from '../state/status-monitor.js';
+
+export interface ScrapeSources {
+  activeSessions(): number;
+  status(): StatusSnapshot;
+  sharedStore(): { roundTrips: number; errors: number; outages: number };
+}
+
+export class ProxyMetrics {
+  readonly registry = new Registry();
+  private readonly pairs: Counter<'kind'>;
+  private readonly sessions: Counter<'end'>;
+  private readonly transactions: Counter<'outcome'>;
+  private readonly commands: Counter;
+  private readonly upstreamReply: Histogram<'step'>;
+
+  constructor(sources: ScrapeSources) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'pushback_process_' });
+    this.pairs = new Counter({ name: 'pushback_pairs_total', help: 'Command/response pairs seen by this node', labelNames: ['kind'], registers });
+    this.sessions = new Counter({ name: 'pushback_sessions_total', help: 'Client sessions ended, by how they ended', labelNames: ['end'], registers });
+    this.transactions = new Counter({ name: 'pushback_transactions_total', help: 'Mail transactions by outcome (relayed, deferred, rejected, aborted, incomplete)', labelNames: ['outcome'], registers });
+    this.commands = new Counter({ name: 'pushback_smtp_commands_total', help: 'SMTP command lines received from clients', registers });
+    this.upstreamReply = new Histogram({
+      name: 'pushback_upstream_reply_seconds',
+      help: 'Time from sending a command to Postfix to its reply, by step (connect covers greeting, EHLO and XCLIENT)',
+      labelNames: ['step'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    new Gauge({ name: 'pushback_sessions_active', help: 'Client sessions open now', registers, collect() { this.set(sources.activeSessions()); } });
+    new Gauge({ name: 'pushback_status', help: 'Server status from the pair entropy: 1 safe, 0 critical, -1 danger', registers, collect() { this.set(sources.status().status); } });
+    new Gauge({
+      name: 'pushback_entropy_bits', help: 'H(Pn) and H(Pa) of the current window', labelNames: ['pair'], registers,
+      collect() {
+        const snapshot = sources.status();
+        this.set({ pair: 'normal' }, snapshot.hNormal);
+        this.set({ pair: 'abnormal' }, snapshot.hAbnormal);
+      },
+    });
+    new Gauge({
+      name: 'pushback_entropy_distance_bits', help: 'D = H(Pa) - H(Pn) of the current window, clamped to +-64 when one count is zero', registers,
+      collect() { this.set(Math.max(-64, Math.min(64, sources.status().distance))); },
+    });
+    new Gauge({
+      name: 'pushback_window_pairs', help: 'Pairs in the current window (all nodes when shared)', labelNames: ['kind'], registers,
+      collect() {
+        const snapshot = sources.status();
+        this.set({ kind: 'normal' }, snapshot.normalPairs);
+        this.set({ kind: 'abnormal' }, snapshot.abnormalPairs);
+      },
+    });
+    new Gauge({ name: 'pushback_state_degraded', help: '1 while the shared store (Redis) is unreachable and this node uses its own view', registers, collect() { this.set(sources.status().degraded ? 1 : 0); } });
+    new Counter({ name: 'pushback_redis_round_trips_total', help: 'Calls to the shared store (one round trip each)', registers, collect() { this.reset(); this.inc(sources.sharedStore().roundTrips); } });
+    new Counter({ name: 'pushback_redis_errors_total', help: 'Shared store calls that failed or timed out', registers, collect() { this.reset(); this.inc(sources.sharedStore().errors); } });
+    new Counter({ name: 'pushback_redis_outages_total', help: 'Periods during which the shared store was unreachable', registers, collect() { this.reset(); this.inc(sources.sharedStore().outages); } });
+  }
+
+  pair(kind: 'normal' | 'abnormal'): void {
+    this.pairs.inc({ kind });
+  }
+
+  command(): void {
+    this.commands.inc();
+  }
+
+  upstreamLatency(step: string, milliseconds: number): void {
+    this.upstreamReply.observe({ step }, milliseconds / 1000);
+  }
+
+  sessionEnded(record: SessionRecord): void {
+    this.sessions.inc({ end: record.end });
+    for (const transaction of record.transactions) this.transactions.inc({ outcome: transaction.outcome });
+  }
+
+  async render(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}
