@@ -57,7 +57,7 @@ describe('two nodes sharing one Redis', () => {
     expect(top.length).toBeGreaterThan(0);
     expect(top[0]?.source).toMatch(/^127\.0\.1\.\d+$/);
 
-    // Legitimate complete sessions on node B (each one seven normal pairs) outweigh them on node A.
+    // Legitimate complete sessions on node B (six normal pairs each) outweigh them on node A.
     const codes = await inParallel(40, 10, () => completeSession(nodeB.smtpPort));
     expect(codes.every((code) => code === 250)).toBe(true);
     await waitForAsync(async () => (await nodeA.status()).status === 1, 10_000, 'node A to see status 1 again');
