@@ -9,7 +9,7 @@ import type { SessionRecord } from './session/record.js';
 import { SmtpListener } from './smtp/listener.js';
 import { MemoryPairStore } from './state/memory-pair-store.js';
 import { PairRecorder } from './state/pair-recorder.js';
-import type { PairStore } from './state/pair-store.js';
+import type { PairStore, PairWindowOptions } from './state/pair-store.js';
 import { createRedisClient, waitForRedisReady } from './state/redis-connection.js';
 import { RedisPairStore } from './state/redis-pair-store.js';
 import { SharedStoreHealth } from './state/shared-store-health.js';
@@ -35,15 +35,10 @@ const REDIS_STARTUP_WAIT_MS = 2_000;
 
 export async function startProxy(policy: Policy, logger: Logger, hooks: ProxyHooks = {}): Promise<RunningProxy> {
   const { shared, health, closeShared } = await openSharedState(policy, logger);
-  const windowOptions = {
-    windowSeconds: policy.entropy.windowSeconds,
-    bucketSeconds: policy.entropy.bucketSeconds,
-    maxSourcesPerBucket: policy.entropy.maxSourcesPerBucket,
-  };
   const recorder = new PairRecorder({
     shared,
     health,
-    ...windowOptions,
+    ...pairWindowOptions(policy),
     flushIntervalMs: policy.state.flushIntervalMs,
     flushTimeoutMs: policy.state.commandTimeoutMs,
     maxPendingSources: policy.entropy.maxSourcesPerBucket,
@@ -121,12 +116,16 @@ export async function startProxy(policy: Policy, logger: Logger, hooks: ProxyHoo
   };
 }
 
-async function openSharedState(policy: Policy, logger: Logger): Promise<{ shared: PairStore; health: SharedStoreHealth; closeShared(): Promise<void> }> {
-  const windowOptions = {
+function pairWindowOptions(policy: Policy): PairWindowOptions {
+  return {
     windowSeconds: policy.entropy.windowSeconds,
     bucketSeconds: policy.entropy.bucketSeconds,
     maxSourcesPerBucket: policy.entropy.maxSourcesPerBucket,
   };
+}
+
+async function openSharedState(policy: Policy, logger: Logger): Promise<{ shared: PairStore; health: SharedStoreHealth; closeShared(): Promise<void> }> {
+  const windowOptions = pairWindowOptions(policy);
   const url = policy.state.redisUrl;
   if (!url) {
     const shared = new MemoryPairStore(windowOptions);
