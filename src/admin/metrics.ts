@@ -17,6 +17,7 @@ export class ProxyMetrics {
   private readonly transactions: Counter<'outcome'>;
   private readonly commands: Counter;
   private readonly upstreamReply: Histogram<'step'>;
+  private readonly upstreamReplyByStep = new Map<string, { observe(seconds: number): void }>();
 
   constructor(sources: ScrapeSources) {
     const registers = [this.registry];
@@ -68,8 +69,14 @@ export class ProxyMetrics {
     this.commands.inc();
   }
 
+  /** Called for every upstream reply: the labelled child is looked up once per step, not per call. */
   upstreamLatency(step: string, milliseconds: number): void {
-    this.upstreamReply.observe({ step }, milliseconds / 1000);
+    let child = this.upstreamReplyByStep.get(step);
+    if (!child) {
+      child = this.upstreamReply.labels({ step });
+      this.upstreamReplyByStep.set(step, child);
+    }
+    child.observe(milliseconds / 1000);
   }
 
   sessionEnded(record: SessionRecord): void {

@@ -127,6 +127,14 @@ export class UpstreamConnection {
     const start = await this.command('DATA', 'data');
     if (start.code !== 354) return start;
     const stuffer = new DotStuffer();
+    // Chunks written in one turn of the event loop go out in one write, and so do the last chunk and
+    // the final dot (the stream's 'end' comes before the next turn): one syscall less per message.
+    let corked = false;
+    const uncork = (): void => {
+      if (!corked) return;
+      corked = false;
+      this.socket.uncork();
+    };
     await new Promise<void>((resolve, reject) => {
       let abort: Error | undefined;
       const stop = (error: Error): void => {
@@ -140,6 +148,11 @@ export class UpstreamConnection {
         const reason = abortReason();
         if (reason) return stop(new UpstreamError('refused', 'data', reason));
         if (!this.usable) return stop(this.failure ?? new UpstreamError('closed', 'data', 'upstream went away'));
+        if (!corked) {
+          corked = true;
+          this.socket.cork();
+          setImmediate(uncork);
+        }
         if (!this.socket.write(stuffer.push(chunk))) {
           message.pause();
           this.drained().then(() => {
@@ -162,6 +175,7 @@ export class UpstreamConnection {
     });
     const reply = this.expectReply('dot', this.options.dataDoneTimeoutMs);
     this.write(stuffer.terminator());
+    uncork();
     return reply;
   }
 

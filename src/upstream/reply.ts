@@ -25,6 +25,8 @@ export class ReplyParser {
   private pendingCode = 0;
 
   feed(chunk: Buffer): SmtpReply[] {
+    const single = this.singleLineReply(chunk);
+    if (single) return [single];
     const replies: SmtpReply[] = [];
     let text = this.partial + chunk.toString('latin1');
     let newline = text.indexOf('\n');
@@ -38,6 +40,22 @@ export class ReplyParser {
     if (text.length > MAX_REPLY_LINE_BYTES) throw new ReplyProtocolError('reply line too long');
     this.partial = text;
     return replies;
+  }
+
+  /**
+   * Fast path for the common case, a chunk holding exactly one one-line reply ("250 2.1.0 Ok\r\n"),
+   * which is most of what Postfix sends during a transaction.
+   */
+  private singleLineReply(chunk: Buffer): SmtpReply | undefined {
+    const length = chunk.length;
+    if (this.partial !== '' || this.pendingLines.length > 0 || length < 5 || length > 512) return undefined;
+    if (chunk[length - 1] !== 0x0a || chunk[length - 2] !== 0x0d || chunk[3] !== 0x20) return undefined;
+    if (chunk.indexOf(0x0a) !== length - 1) return undefined;
+    const hundreds = (chunk[0] as number) - 0x30;
+    const tens = (chunk[1] as number) - 0x30;
+    const units = (chunk[2] as number) - 0x30;
+    if (hundreds < 2 || hundreds > 5 || tens < 0 || tens > 9 || units < 0 || units > 9) return undefined;
+    return { code: hundreds * 100 + tens * 10 + units, lines: [chunk.toString('latin1', 4, length - 2)] };
   }
 
   private acceptLine(line: string): SmtpReply | undefined {

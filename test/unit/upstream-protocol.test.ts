@@ -13,6 +13,15 @@ describe('ReplyParser', () => {
     expect(parseCapabilities(ehlo!)).toEqual(new Map([['PIPELINING', ''], ['SIZE', '1000'], ['XCLIENT', 'NAME ADDR']]));
   });
 
+  it('reads whole one-line replies (the fast path) the same as any other', () => {
+    const parser = new ReplyParser();
+    expect(parser.feed(Buffer.from('250 2.1.0 Ok\r\n'))).toEqual([{ code: 250, lines: ['2.1.0 Ok'] }]);
+    expect(parser.feed(Buffer.from('354 go ahead\r\n'))).toEqual([{ code: 354, lines: ['go ahead'] }]);
+    expect(parser.feed(Buffer.from('25'))).toEqual([]);
+    expect(parser.feed(Buffer.from('0 after a split\r\n'))).toEqual([{ code: 250, lines: ['after a split'] }]);
+    expect(() => parser.feed(Buffer.from('999 no\r\n'))).toThrow(ReplyProtocolError);
+  });
+
   it('accepts bare LF and a code without text', () => {
     expect(new ReplyParser().feed(Buffer.from('250\n354 go\n'))).toEqual([{ code: 250, lines: [''] }, { code: 354, lines: ['go'] }]);
   });
