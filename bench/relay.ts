@@ -7,16 +7,14 @@
 // Options: --json [FILE] (results object to FILE, or stdout with the report on stderr),
 // --profile DIR (afterwards, a CPU profile of the proxy under -s 20 -d 1 KB, top self times).
 // Environment: BENCH_REPEATS (3), BENCH_MESSAGES_SCALE (1), BENCH_TIMEOUT_SECONDS (60 per run).
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
-import { freeLoopbackPort, killAllChildrenNow, runSmtpSource, startChild, stopAllChildren, stopChild, waitForGreeting, waitForStdout, type Child } from './children.js';
+import { killAllChildrenNow, runSmtpSource, startChild, stopAllChildren, stopChild, waitForGreeting, waitForStdout, type Child } from './children.js';
+import { buildDist, machineInfo, measure as measureRun, positiveNumber, ROOT, sleep, sourceArgs, startProxyChild, startSink } from './servers.js';
 import { summariseProfile, type ProfileSummary, type SelfTime } from './cpu-profile.js';
 import { evaluateTargets, formatSamples, formatSize, formatTable, formatTargets, summariseRow, TARGETS, type Load, type Row, type Sample, type TargetName } from './report.js';
 
-const ROOT = resolve(import.meta.dirname, '..');
-const SMTP_SINK = '/usr/sbin/smtp-sink';
 /** Pause between runs, so one run's closing connections do not land in the next one's time. */
 const SETTLE_MS = 250;
 /** Messages per warm-up run and per target, before the timed rounds. */
@@ -70,8 +68,7 @@ try {
 }
 
 async function main(): Promise<void> {
-  progress('building dist/ (tsc -p tsconfig.build.json) ...');
-  execFileSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: ['ignore', 2, 2] });
+  buildDist(progress);
 
   const sink = await startSink(false);
   const bare = await startBare();
@@ -95,7 +92,7 @@ async function main(): Promise<void> {
         for (const { child } of servers[target]) {
           if (child.exited) throw new Error(`${child.name} died (${JSON.stringify(child.exited)}): ${child.stderr().trim()}`);
         }
-        const sample = await measure((servers[target][0] as { port: number }).port, current);
+        const sample = await measureRun((servers[target][0] as { port: number }).port, current, timeoutMs);
         samples[index]?.[target].push(sample);
         if (sample.error) errors.push(`round ${round + 1} ${target} ${current.label} ${formatSize(current.sizeBytes)}: ${sample.error}`);
         progress(`round ${round + 1}/${repeats}  ${current.label.padEnd(8)} ${formatSize(current.sizeBytes).padEnd(6)} ${target.padEnd(5)} `
@@ -132,28 +129,6 @@ async function main(): Promise<void> {
   const results = { command, machine, repeats, scale, rows, targets, errors, verification, proxyLog, profile };
   if (jsonTarget === '-') process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
   else if (jsonTarget) writeFileSync(jsonTarget, `${JSON.stringify(results, null, 2)}\n`);
-}
-
-async function measure(port: number, current: Load): Promise<Sample> {
-  const run = await runSmtpSource(sourceArgs(current, current.messages, port), timeoutMs);
-  const failed = run.timedOut || run.exitCode !== 0;
-  const problems = [
-    run.timedOut ? `killed after ${timeoutMs / 1000} s` : '',
-    run.exitCode !== 0 && !run.timedOut ? `exit ${run.exitCode}` : '',
-    run.stderr ? `stderr: ${run.stderr.split('\n').slice(0, 3).join(' | ')}` : '',
-  ].filter(Boolean);
-  const sample: Sample = { msgPerSec: failed ? null : current.messages / (run.elapsedMs / 1000), elapsedMs: run.elapsedMs };
-  if (problems.length > 0) sample.error = problems.join('; ');
-  return sample;
-}
-
-function sourceArgs(current: Load, messages: number, port: number): string[] {
-  return [
-    '-s', String(current.sessions), ...(current.reuseConnections ? ['-d'] : []),
-    '-m', String(messages), '-l', String(current.sizeBytes),
-    '-f', 'bench@source.example', '-t', 'sink@sink.example', '-M', 'source.example',
-    `127.0.0.1:${port}`,
-  ];
 }
 
 /** Every load through a fresh proxy into a counting smtp-sink (-c): the sink must see every message. */
@@ -207,48 +182,11 @@ async function profileProxy(directory: string): Promise<{ file: string; summary:
   return { file, summary, lines };
 }
 
-async function startSink(counting: boolean): Promise<{ child: Child; port: number }> {
-  const port = await freeLoopbackPort();
-  // As root smtp-sink must drop privileges (-u); -c prints its running counters, used only to verify.
-  const args = ['-u', 'postfix', ...(counting ? ['-c'] : []), `127.0.0.1:${port}`, '1024'];
-  const child = startChild(counting ? 'smtp-sink (counting)' : 'smtp-sink', SMTP_SINK, args);
-  await waitForGreeting(port, child);
-  return { child, port };
-}
-
 async function startBare(): Promise<{ child: Child; port: number }> {
   const child = startChild('bare smtp-server', process.execPath, ['--import', 'tsx', join(ROOT, 'bench/bare-server.ts'), '0'], { cwd: ROOT });
   const port = await waitForStdout(child, (line) => /^\{"listening":(\d+)\}$/.exec(line.trim())?.[1]);
   await waitForGreeting(Number(port), child);
   return { child, port: Number(port) };
-}
-
-async function startProxy(upstreamPort: number, nodeArgs: string[] = []): Promise<{ child: Child; port: number }> {
-  const port = await freeLoopbackPort();
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    PUSHBACK_LISTEN: `127.0.0.1:${port}`,
-    PUSHBACK_UPSTREAM: `127.0.0.1:${upstreamPort}`,
-    PUSHBACK_ADMIN: '127.0.0.1:0',
-    PUSHBACK_SPOOL_DIR: join(workDir, 'spool'),
-  };
-  // In-memory state: a Redis round trip per session would measure Redis, not the relay.
-  delete env.PUSHBACK_REDIS_URL;
-  const args = [...nodeArgs, join(ROOT, 'dist/cli/main.js'), 'serve', '--config', policyFile];
-  const child = startChild('proxy', process.execPath, args, { cwd: ROOT, env });
-  await waitForGreeting(port, child);
-  return { child, port };
-}
-
-function machineInfo(): { nproc: number; cpuModel: string; node: string; kernel: string; postfix: string; smtpServer: string } {
-  let postfix = 'unknown';
-  try {
-    postfix = execFileSync('postconf', ['-dh', 'mail_version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-  } catch {
-    // postconf missing: smtp-source still ran, so only the version is unknown.
-  }
-  const smtpServer = (JSON.parse(readFileSync(join(ROOT, 'node_modules/smtp-server/package.json'), 'utf8')) as { version: string }).version;
-  return { nproc: os.availableParallelism(), cpuModel: os.cpus()[0]?.model ?? 'unknown', node: process.version, kernel: `${os.type()} ${os.release()}`, postfix, smtpServer };
 }
 
 function load(label: string, sessions: number, reuseConnections: boolean, sizeBytes: number, baseMessages: number): Load {
@@ -271,14 +209,7 @@ function parseArguments(args: string[]): { jsonTarget: string | undefined; profi
   return { jsonTarget, profileDir };
 }
 
-function positiveNumber(variable: string, fallback: number): number {
-  const text = process.env[variable];
-  if (text === undefined || text === '') return fallback;
-  const value = Number(text);
-  if (!Number.isFinite(value) || value <= 0) throw new Error(`${variable} must be a positive number, got "${text}"`);
-  return value;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/** The proxy for this benchmark: in-memory state (Redis round trips would measure Redis, not the relay). */
+function startProxy(upstreamPort: number, nodeArgs: string[] = []): Promise<{ child: Child; port: number }> {
+  return startProxyChild({ upstreamPort, policyFile, spoolDir: join(workDir, 'spool'), nodeArgs });
 }
