@@ -68,7 +68,7 @@ export async function startProxy(policy: Policy, logger: Logger, hooks: ProxyHoo
         metrics.pair(kind);
       },
       command: () => metrics.command(),
-      upstreamLatency: (step, milliseconds) => metrics.upstreamLatency(step, milliseconds),
+      upstreamReply: (step, milliseconds) => metrics.upstreamLatency(step, milliseconds),
       sessionEnded(record) {
         metrics.sessionEnded(record);
         hooks.onSessionEnd?.(record);

@@ -29,6 +29,11 @@ const serverSchema = z.strictObject({
   maxClients: positiveInt.default(500),
   /** Load balancers allowed to send a PROXY protocol v1 header; nobody else may. */
   proxyProtocolFrom: z.array(ipAddress).default([]),
+  /**
+   * Hide PIPELINING from EHLO (postscreen's pipelining test): a client that sends several commands
+   * at once anyway is counted as misbehaving. Costs legitimate senders a round trip per command.
+   */
+  hidePipelining: z.boolean().default(false),
   /** Reverse DNS of clients (for XCLIENT NAME and logs); off, as a lookup per connection is an amplifier. */
   reverseDns: z.boolean().default(false),
   /** STARTTLS is offered only when both files are given. */

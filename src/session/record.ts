@@ -19,6 +19,23 @@ export interface TransactionRecord {
 
 export type SessionEnd = 'quit' | 'dropped' | 'idle-timeout' | 'deadline' | 'refused' | 'early-talker' | 'too-many-clients' | 'server-shutdown';
 
+/** Protocol misbehaviour seen in one session (postscreen's tests); the screen stage scores it. */
+export interface Misbehaviour {
+  /** Talked before our greeting. */
+  earlyTalker: boolean;
+  /** HTTP or other non-SMTP commands. */
+  nonSmtp: number;
+  /** Sent several commands in one go while PIPELINING was not offered. */
+  pipelining: number;
+  unknownCommands: number;
+  /** 5xx replies we gave (syntax errors, out-of-sequence commands, refusals). */
+  errors: number;
+}
+
+export function noMisbehaviour(): Misbehaviour {
+  return { earlyTalker: false, nonSmtp: 0, pipelining: 0, unknownCommands: 0, errors: 0 };
+}
+
 export interface SessionRecord {
   session: string;
   client: string;
@@ -32,6 +49,14 @@ export interface SessionRecord {
   end: SessionEnd;
   pairs: PairCounts;
   commands: number;
+  /** Bytes the client sent and we sent it, at the SMTP layer (for SFDS). */
+  bytesIn: number;
+  bytesOut: number;
+  /** SFDS "packets": command lines received plus replies sent plus DATA segments (see README). */
+  packets: number;
+  misbehaviour: Misbehaviour;
+  /** What the screen decided at connect, e.g. "pass", "pass:proven", "tarpit", "observe:defer". */
+  screen: string;
   durationMs: number;
   upstreamConnectMs?: number;
   xclient?: boolean;

@@ -1,57 +1,41 @@
 // The SMTP listener: the only module that touches smtp-server (as ZoneMTA's smtp-interface.js).
-// It accepts clients, follows every command and reply of each session, hands MAIL/RCPT/DATA to
-// the relay stage, enforces the session deadline, and at the end of each session emits one
+// It accepts clients, follows every command and reply of each session, asks the screen stage what
+// to do with a new client and carries it out (greet wait, tarpit delays, refusals), hands MAIL/RCPT/
+// DATA to the relay stage, enforces the session deadline, and at the end of each session emits one
 // SessionRecord. smtp-server has hooks only for connect/MAIL/RCPT/DATA/close, so commands and
 // replies are observed through its logger interface, which reports every one of them with the
 // session id (tnx "command" and "send"); the end of a message is seen in onData.
-// test/integration/pairs.test.ts pins that.
+// test/integration/session-limits.test.ts ("pairs") pins that.
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import type { Logger } from 'pino';
 import type { Policy } from '../config/schema.js';
 import { SessionRelay, type CommandParameters, type RelayNotices, type RelayReply } from '../relay/session-relay.js';
-import { dataOutcome, sessionOutcome, type SessionEnd, type SessionRecord, type TransactionRecord } from '../session/record.js';
+import { dataOutcome, type SessionRecord, type TransactionRecord } from '../session/record.js';
 import type { UpstreamOptions } from '../upstream/connection.js';
-import { PairTracker } from './pair-tracker.js';
+import { LiveSession, type ScreenDecision, type SmtpConnectionHandle } from './live-session.js';
 
-/** The part of smtp-server's connection object we use: its id, addresses, and the reply channel. */
-interface SmtpConnectionHandle {
-  id: string;
-  remoteAddress: string;
-  remotePort: number;
-  localAddress: string;
-  localPort: number;
-  send(code: number, text: string, context?: unknown): void;
-  close(): void;
-}
-
-interface LiveSession {
-  id: string;
-  connection: SmtpConnectionHandle;
-  startedAtMs: number;
-  pairs: PairTracker;
-  relay: SessionRelay;
-  transactions: TransactionRecord[];
-  current: TransactionRecord | undefined;
-  commands: number;
-  lastCommand: string;
-  greeted: boolean;
-  end: SessionEnd | undefined;
-  /** Set while we refuse the session at connect, so that reply is not counted as a pair. */
-  refusing: boolean;
-  deadline: NodeJS.Timeout;
-  helo?: string;
-  clientName?: string;
-}
+export type { ScreenDecision } from './live-session.js';
 
 /** The accounting stage: told of every pair and command as it happens and of each session at its end. */
 export interface SessionObserver {
   /** A pair closed: normal ones as they happen, the abnormal one when the session ends. */
   pair(source: string, kind: 'normal' | 'abnormal'): void;
   command(): void;
-  upstreamLatency(step: string, milliseconds: number): void;
+  upstreamReply(step: string, milliseconds: number, code: number | undefined): void;
   sessionEnded(record: SessionRecord): void;
+}
+
+/** The screen stage, as the listener sees it: a decision per new client. */
+export interface SessionScreen {
+  atConnect(client: { address: string; port: number }): Promise<ScreenDecision>;
+}
+
+/** The cap on sessions tarpitted at once (OpenBSD spamd's -B). */
+export interface TarpitSlots {
+  tryEnter(): boolean;
+  leave(): void;
 }
 
 export interface ListenerDependencies {
@@ -60,6 +44,8 @@ export interface ListenerDependencies {
   observer: SessionObserver;
   /** Asked at each new connection; a reply refuses the session with it (e.g. shared state down, fail closed). */
   admission?: () => RelayReply | undefined;
+  screen?: SessionScreen;
+  tarpits?: TarpitSlots;
 }
 
 export class SmtpListener {
@@ -79,7 +65,7 @@ export class SmtpListener {
       replyTimeoutMs: policy.upstream.replyTimeoutMs,
       dataStallTimeoutMs: policy.upstream.dataStallTimeoutMs,
       dataDoneTimeoutMs: policy.upstream.dataDoneTimeoutMs,
-      observeReply: (step, milliseconds) => deps.observer.upstreamLatency(step, milliseconds),
+      observeReply: (step, milliseconds, code) => deps.observer.upstreamReply(step, milliseconds, code),
     };
     this.relayNotices = onceNotices(deps.logger);
     this.server = new SMTPServer(this.serverOptions(policy));
@@ -111,6 +97,14 @@ export class SmtpListener {
     return this.sessions.size;
   }
 
+  /**
+   * The idle timeout for sessions from now on (shortened under stress, like Postfix's
+   * smtpd_timeout = ${stress?10}${stress:300}s). smtp-server reads it whenever it arms a socket.
+   */
+  setIdleTimeoutSeconds(seconds: number): void {
+    this.server.options.socketTimeout = seconds * 1000;
+  }
+
   private serverOptions(policy: Policy): SMTPServerOptions {
     const tls = policy.server.tls;
     const options: SMTPServerOptions = {
@@ -130,6 +124,7 @@ export class SmtpListener {
       authOptional: true,
       disabledCommands: tls ? ['AUTH'] : ['AUTH', 'STARTTLS'],
       hideSTARTTLS: !tls,
+      hidePIPELINING: policy.server.hidePipelining,
       // Postfix's replies carry their own enhanced status codes and we pass them through verbatim.
       hideENHANCEDSTATUSCODES: true,
       logger: this.protocolObserver(),
@@ -147,37 +142,48 @@ export class SmtpListener {
   }
 
   private sessionStarted(connection: SmtpConnectionHandle): void {
-    const { policy, logger } = this.deps;
-    const live: LiveSession = {
-      id: connection.id,
-      connection,
-      startedAtMs: Date.now(),
-      pairs: new PairTracker(),
-      relay: new SessionRelay(this.upstreamOptions, this.relayNotices),
-      transactions: [],
-      current: undefined,
-      commands: 0,
-      lastCommand: '',
-      greeted: false,
-      end: undefined,
-      refusing: false,
-      deadline: setTimeout(() => {
-        live.end = 'deadline';
-        connection.send(421, `4.4.2 ${policy.server.hostname} Error: session deadline exceeded, closing`, false);
-      }, policy.limits.sessionDeadlineSeconds * 1000),
-    };
-    live.deadline.unref();
+    const { policy } = this.deps;
+    const deadline = setTimeout(() => {
+      live.end = 'deadline';
+      connection.send(421, `4.4.2 ${policy.server.hostname} Error: session deadline exceeded, closing`, false);
+    }, policy.limits.sessionDeadlineSeconds * 1000);
+    deadline.unref();
+    const live = new LiveSession(connection, new SessionRelay(this.upstreamOptions, this.relayNotices), deadline);
+    if (policy.server.hidePipelining) connection._socket?.on('data', (chunk: Buffer) => live.rawChunk(chunk));
     this.sessions.set(connection.id, live);
   }
 
   private onConnect(session: SMTPServerSession, callback: (error?: Error | null) => void): void {
     const live = this.sessions.get(session.id);
+    if (!live) return callback();
     const refusal = this.deps.admission?.();
-    if (!live || !refusal) return callback();
+    if (refusal) return this.refuse(live, refusal, callback);
+    const screen = this.deps.screen;
+    if (!screen) return callback();
+    screen.atConnect({ address: live.client, port: live.connection.remotePort }).then((decision) => {
+      if (live.closed) return;
+      live.decision = decision;
+      if (decision.refuse) return this.refuse(live, decision.refuse, callback);
+      if (decision.action === 'tarpit') {
+        if (!this.deps.tarpits?.tryEnter()) {
+          // Beyond the cap, a new suspect costs us nothing more than this reply.
+          return this.refuse(live, { code: 421, text: `4.7.0 ${this.deps.policy.server.hostname} Too busy, try again later` }, callback);
+        }
+        live.tarpitted = true;
+      }
+      // Talking during this wait is caught by smtp-server ("421 You talk too soon"): the early-talker test.
+      later(decision.greetDelayMs, () => callback());
+    }, (error: Error) => {
+      this.deps.logger.error({ err: error, session: live.id }, 'screen failed; passing the client');
+      callback();
+    });
+  }
+
+  private refuse(live: LiveSession, reply: RelayReply, callback: (error?: Error | null) => void): void {
     // smtp-server hangs up right after a refusal at connect: that reply expects no answer.
     live.end = 'refused';
     live.refusing = true;
-    callback(smtpError(refusal));
+    callback(smtpError(reply));
   }
 
   private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, callback: (error?: Error | null) => void): void {
@@ -188,33 +194,39 @@ export class SmtpListener {
     const transaction: TransactionRecord = { from: address.address, rcpt: [], rejected: [], outcome: 'incomplete' };
     live.current = transaction;
     live.transactions.push(transaction);
-    const client = {
-      address: session.remoteAddress,
-      port: session.remotePort,
-      hostname: live.clientName,
-      helo: live.helo,
-      protocol: session.openingCommand === 'HELO' ? 'SMTP' as const : 'ESMTP' as const,
-    };
-    live.relay.mailFrom(client, address.address, (address.args || {}) as CommandParameters).then((reply) => {
-      if (reply.code < 400) return callback();
-      transaction.outcome = reply.code < 500 ? 'deferred' : 'rejected';
-      transaction.reply = `${reply.code} ${reply.text}`;
-      callback(smtpError(reply));
-    }, (error: Error) => callback(this.internalError(live, error)));
+    const reply = live.decision.refuseRecipients
+      // Every recipient will be refused: no need to cost Postfix a connection for this transaction.
+      ? Promise.resolve<RelayReply>({ code: 250, text: 'Accepted' })
+      : live.relay.mailFrom({
+        address: session.remoteAddress,
+        port: session.remotePort,
+        hostname: live.clientName,
+        helo: live.helo,
+        protocol: session.openingCommand === 'HELO' ? 'SMTP' : 'ESMTP',
+      }, address.address, (address.args || {}) as CommandParameters);
+    this.answer(live, reply, (result) => {
+      if (result.code < 400) return callback();
+      transaction.outcome = result.code < 500 ? 'deferred' : 'rejected';
+      transaction.reply = `${result.code} ${result.text}`;
+      callback(smtpError(result));
+    }, callback);
   }
 
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: (error?: Error | null) => void): void {
     const live = this.sessions.get(session.id);
     const transaction = live?.current;
     if (!live || !transaction) return callback(smtpError({ code: 503, text: '5.5.1 Error: need MAIL command' }));
-    live.relay.rcptTo(address.address, (address.args || {}) as CommandParameters).then((reply) => {
-      if (reply.code < 400) {
+    const refusal = live.decision.refuseRecipients;
+    const reply = refusal ? Promise.resolve(refusal) : live.relay.rcptTo(address.address, (address.args || {}) as CommandParameters);
+    this.answer(live, reply, (result) => {
+      if (result.code < 400) {
         transaction.rcpt.push(address.address);
         return callback();
       }
-      transaction.rejected.push({ rcpt: address.address, reply: `${reply.code} ${reply.text}` });
-      callback(smtpError(reply));
-    }, (error: Error) => callback(this.internalError(live, error)));
+      transaction.rejected.push({ rcpt: address.address, reply: `${result.code} ${result.text}` });
+      if (refusal) transaction.outcome = refusal.code < 500 ? 'deferred' : 'rejected';
+      callback(smtpError(result));
+    }, callback);
   }
 
   private onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback: (error?: Error | null, message?: string) => void): void {
@@ -224,9 +236,12 @@ export class SmtpListener {
     const started = performance.now();
     const limit = this.deps.policy.limits.maxMessageBytes;
     const abortReason = (): string | undefined => (stream.sizeExceeded ? `message over ${limit} bytes` : undefined);
-    live.relay.data(stream, abortReason).then((reply) => {
+    const relayed = live.relay.data(stream, abortReason).then((reply) => {
       // The client answered our 354 only if its message reached the final dot.
-      if (stream.readableEnded && live.pairs.clientAnswered()) this.deps.observer.pair(live.connection.remoteAddress, 'normal');
+      if (live.messageEnded(stream.byteLength, stream.readableEnded)) this.deps.observer.pair(live.client, 'normal');
+      return reply;
+    });
+    this.answer(live, relayed, (reply) => {
       transaction.bytes = stream.byteLength;
       transaction.dataMs = Math.round(performance.now() - started);
       live.current = undefined;
@@ -240,7 +255,12 @@ export class SmtpListener {
       transaction.reply = `${reply.code} ${reply.text}`;
       if (reply.code < 400) return callback(null, reply.text);
       callback(smtpError(reply));
-    }, (error: Error) => callback(this.internalError(live, error)));
+    }, callback);
+  }
+
+  /** Hands a reply to smtp-server, after the tarpit's delay when the session is tarpitted. */
+  private answer(live: LiveSession, reply: Promise<RelayReply>, deliver: (reply: RelayReply) => void, callback: (error?: Error | null) => void): void {
+    reply.then((result) => later(live.decision.replyDelayMs, () => deliver(result)), (error: Error) => callback(this.internalError(live, error)));
   }
 
   private sessionEnded(session: SMTPServerSession): void {
@@ -249,28 +269,9 @@ export class SmtpListener {
     this.sessions.delete(session.id);
     clearTimeout(live.deadline);
     live.relay.close();
-    const end = live.end ?? (live.lastCommand === 'QUIT' ? 'quit' : 'dropped');
-    const pairs = live.pairs.end();
-    if (pairs.abnormal > 0) this.deps.observer.pair(live.connection.remoteAddress, 'abnormal');
-    const record: SessionRecord = {
-      session: live.id,
-      client: live.connection.remoteAddress,
-      clientPort: live.connection.remotePort,
-      local: live.connection.localAddress,
-      localPort: live.connection.localPort,
-      transactions: live.transactions,
-      outcome: sessionOutcome(live.transactions, end),
-      end,
-      pairs,
-      commands: live.commands,
-      durationMs: Date.now() - live.startedAtMs,
-    };
-    if (live.clientName) record.clientName = live.clientName;
-    if (live.helo) record.helo = live.helo;
-    if (live.relay.upstreamConnectMs !== undefined) {
-      record.upstreamConnectMs = live.relay.upstreamConnectMs;
-      record.xclient = live.relay.xclientSent;
-    }
+    if (live.tarpitted) this.deps.tarpits?.leave();
+    const record = live.finish();
+    if (record.pairs.abnormal > 0) this.deps.observer.pair(live.client, 'abnormal');
     this.deps.logger.info(record, 'session');
     this.deps.observer.sessionEnded(record);
   }
@@ -291,34 +292,22 @@ export class SmtpListener {
     };
     const observe = (entry: Record<string, unknown>, message?: string, ...args: unknown[]): void => {
       const live = typeof entry.cid === 'string' ? this.sessions.get(entry.cid) : undefined;
-      if (live) this.observeProtocolEvent(live, entry.tnx, args[0]);
+      if (live && entry.tnx === 'command') {
+        this.deps.observer.command();
+        if (live.commandReceived(String(args[0] ?? ''))) this.deps.observer.pair(live.client, 'normal');
+      } else if (live && entry.tnx === 'send') {
+        live.replySent(String(args[0] ?? ''));
+      }
       trace(entry, message, ...args);
     };
     return { trace, debug: observe, info: observe, warn: trace, error: trace, fatal: trace };
   }
-
-  private observeProtocolEvent(live: LiveSession, tnx: unknown, payload: unknown): void {
-    if (tnx === 'command') {
-      live.commands += 1;
-      this.deps.observer.command();
-      live.lastCommand = String(payload ?? '').slice(0, 4).toUpperCase().trim();
-      if (!live.greeted && live.end === undefined) live.end = 'early-talker';
-      if (live.pairs.clientAnswered()) this.deps.observer.pair(live.connection.remoteAddress, 'normal');
-    } else if (tnx === 'send') {
-      const text = String(payload ?? '');
-      const code = Number(text.slice(0, 3));
-      if (!live.greeted && code === 220) live.greeted = true;
-      if (code === 421 && live.end === undefined) live.end = endFromClosingReply(text, live.greeted);
-      live.pairs.replySent(code, live.refusing);
-    }
-  }
 }
 
-function endFromClosingReply(text: string, greeted: boolean): SessionEnd {
-  if (/Too many connected clients/i.test(text)) return 'too-many-clients';
-  if (/Timeout/i.test(text)) return 'idle-timeout';
-  if (/shutting down/i.test(text)) return 'server-shutdown';
-  return greeted ? 'refused' : 'early-talker';
+/** Runs fn after ms (at once when 0); the timer does not keep the process alive. */
+function later(ms: number, fn: () => void): void {
+  if (ms <= 0) return fn();
+  setTimeout(fn, ms).unref();
 }
 
 /** Set-up faults are logged the first time they are seen, not once per session. */
@@ -334,7 +323,7 @@ function onceNotices(logger: Logger): RelayNotices {
       { upstream },
       'Postfix does not offer XCLIENT to the proxy, so it sees the proxy as the client: set smtpd_authorized_xclient_hosts',
     )),
-    xclientRefused: (upstreamReply) => once(`xclient-refused`, () => logger.error(
+    xclientRefused: (upstreamReply) => once('xclient-refused', () => logger.error(
       { upstreamReply },
       'Postfix refused XCLIENT: list this proxy in smtpd_authorized_xclient_hosts (mail is deferred with 451 meanwhile)',
     )),

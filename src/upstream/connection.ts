@@ -21,8 +21,11 @@ export interface UpstreamOptions extends UpstreamTimeouts {
   port: number;
   heloName: string;
   xclient: 'auto' | 'required' | 'off';
-  /** Told how long each reply took, by step (metrics, and the back-pressure detector). */
-  observeReply?: (step: string, milliseconds: number) => void;
+  /**
+   * Told how long each reply took, by step, and its code (metrics, and the back-pressure detector);
+   * a timeout is told as its full wait with no code.
+   */
+  observeReply?: (step: string, milliseconds: number, code: number | undefined) => void;
 }
 
 export type UpstreamFailure = 'connect' | 'timeout' | 'closed' | 'protocol' | 'refused';
@@ -217,12 +220,13 @@ export class UpstreamConnection {
         step,
         resolve: observe
           ? (reply) => {
-              observe(step, performance.now() - sentAt);
+              observe(step, performance.now() - sentAt, reply.code);
               resolve(reply);
             }
           : resolve,
         reject,
         timer: setTimeout(() => {
+          observe?.(step, timeoutMs, undefined);
           this.fail(new UpstreamError('timeout', step, `no reply within ${timeoutMs} ms`));
           this.socket.destroy();
         }, timeoutMs),

@@ -1,0 +1,158 @@
+// The state of one client session while it runs, fed by the protocol events the listener observes
+// (every command and reply), and turned into the SessionRecord at its end. No smtp-server types
+// here: the listener translates its events into these calls.
+import type { RelayReply, SessionRelay } from '../relay/session-relay.js';
+import { noMisbehaviour, sessionOutcome, type Misbehaviour, type SessionEnd, type SessionRecord, type TransactionRecord } from '../session/record.js';
+import { PairTracker } from './pair-tracker.js';
+
+/** The part of smtp-server's connection object we use: its id, addresses, socket and reply channel. */
+export interface SmtpConnectionHandle {
+  id: string;
+  remoteAddress: string;
+  remotePort: number;
+  localAddress: string;
+  localPort: number;
+  send(code: number, text: string, context?: unknown): void;
+  close(): void;
+  _socket?: { on(event: 'data', listener: (chunk: Buffer) => void): unknown };
+}
+
+/** What the screen stage decided for a session at connect; the listener carries it out. */
+export interface ScreenDecision {
+  action: 'pass' | 'tarpit' | 'defer' | 'reject' | 'quarantine';
+  /** Wait before the greeting: the greet wait for unproven clients, longer when tarpitted. */
+  greetDelayMs: number;
+  /** Wait before each later reply (MAIL, RCPT, DATA): the tarpit. */
+  replyDelayMs: number;
+  /** Refuse the session at connect with this reply (421 defer, 554 reject). */
+  refuse?: RelayReply;
+  /** Refuse every recipient with this reply, without opening the upstream (450 defer at RCPT). */
+  refuseRecipients?: RelayReply;
+  /** For the session log: "pass", "pass:proven", "tarpit", "observe:defer" ... */
+  label: string;
+}
+
+export const PASS: ScreenDecision = Object.freeze({ action: 'pass', greetDelayMs: 0, replyDelayMs: 0, label: 'pass' });
+
+/** Typical TCP segment payload: how DATA bytes are counted as "packets" for SFDS. */
+const SEGMENT_BYTES = 1460;
+const HTTP_COMMAND = /^(GET|HEAD|POST|PUT|DELETE|OPTIONS|TRACE|CONNECT|PATCH) \S+ HTTP\/\d/i;
+
+export class LiveSession {
+  readonly startedAtMs = Date.now();
+  readonly pairs = new PairTracker();
+  readonly transactions: TransactionRecord[] = [];
+  readonly misbehaviour: Misbehaviour = noMisbehaviour();
+  current: TransactionRecord | undefined;
+  decision: ScreenDecision = PASS;
+  tarpitted = false;
+  commands = 0;
+  lastCommand = '';
+  greeted = false;
+  closed = false;
+  /** Between our 354 and the end of the client's message: its lines are not commands. */
+  inData = false;
+  end: SessionEnd | undefined;
+  /** Set while we refuse the session at connect, so that reply is not counted as a pair. */
+  refusing = false;
+  bytesIn = 0;
+  bytesOut = 0;
+  packets = 0;
+  helo?: string;
+  clientName?: string;
+
+  constructor(
+    readonly connection: SmtpConnectionHandle,
+    readonly relay: SessionRelay,
+    readonly deadline: NodeJS.Timeout,
+  ) {}
+
+  get id(): string {
+    return this.connection.id;
+  }
+
+  get client(): string {
+    return this.connection.remoteAddress;
+  }
+
+  /** A command line arrived. Returns true when it answered an open pair (a normal pair). */
+  commandReceived(line: string): boolean {
+    this.commands += 1;
+    this.packets += 1;
+    this.bytesIn += line.length + 2;
+    this.lastCommand = line.slice(0, 4).toUpperCase().trim();
+    if (!this.greeted) {
+      this.misbehaviour.earlyTalker = true;
+      if (this.end === undefined) this.end = 'early-talker';
+    }
+    if (HTTP_COMMAND.test(line)) this.misbehaviour.nonSmtp += 1;
+    return this.pairs.clientAnswered();
+  }
+
+  /** A reply went out (the first line decides its code). */
+  replySent(payload: string): void {
+    const code = Number(payload.slice(0, 3));
+    this.packets += 1;
+    this.bytesOut += payload.length + 2;
+    if (!this.greeted && code === 220) this.greeted = true;
+    if (code === 354) this.inData = true;
+    if (code === 500) this.misbehaviour.unknownCommands += 1;
+    if (code >= 500) this.misbehaviour.errors += 1;
+    if (code === 421 && this.end === undefined) this.end = endFromClosingReply(payload, this.greeted);
+    this.pairs.replySent(code, this.refusing);
+  }
+
+  /** The client's message ended (or broke off). Returns true when it answered our 354. */
+  messageEnded(bytes: number, complete: boolean): boolean {
+    this.inData = false;
+    this.bytesIn += bytes;
+    this.packets += Math.ceil(bytes / SEGMENT_BYTES);
+    return complete && this.pairs.clientAnswered();
+  }
+
+  /** Raw bytes from the client (only watched when PIPELINING is hidden): several lines at once is pipelining. */
+  rawChunk(chunk: Buffer): void {
+    if (this.inData || !this.greeted) return;
+    let lines = 0;
+    for (let index = chunk.indexOf(0x0a); index !== -1 && lines < 2; index = chunk.indexOf(0x0a, index + 1)) lines += 1;
+    if (lines >= 2) this.misbehaviour.pipelining += 1;
+  }
+
+  /** Closes the books: the abnormal pair if any, and the record to log. */
+  finish(): SessionRecord {
+    this.closed = true;
+    const end = this.end ?? (this.lastCommand === 'QUIT' ? 'quit' : 'dropped');
+    const record: SessionRecord = {
+      session: this.id,
+      client: this.connection.remoteAddress,
+      clientPort: this.connection.remotePort,
+      local: this.connection.localAddress,
+      localPort: this.connection.localPort,
+      transactions: this.transactions,
+      outcome: sessionOutcome(this.transactions, end),
+      end,
+      pairs: this.pairs.end(),
+      commands: this.commands,
+      bytesIn: this.bytesIn,
+      bytesOut: this.bytesOut,
+      packets: this.packets,
+      misbehaviour: this.misbehaviour,
+      screen: this.decision.label,
+      durationMs: Date.now() - this.startedAtMs,
+    };
+    if (this.clientName) record.clientName = this.clientName;
+    if (this.helo) record.helo = this.helo;
+    if (this.relay.upstreamConnectMs !== undefined) {
+      record.upstreamConnectMs = this.relay.upstreamConnectMs;
+      record.xclient = this.relay.xclientSent;
+    }
+    return record;
+  }
+}
+
+function endFromClosingReply(text: string, greeted: boolean): SessionEnd {
+  if (/Too many connected clients/i.test(text)) return 'too-many-clients';
+  if (/Timeout/i.test(text)) return 'idle-timeout';
+  if (/shutting down/i.test(text)) return 'server-shutdown';
+  return greeted ? 'refused' : 'early-talker';
+}
