@@ -1,17 +1,28 @@
-// Composition root: builds every stage from one policy snapshot and wires them together.
-// Nothing else creates long-lived objects; tests and benchmarks start the proxy through startProxy().
+// Composition root: builds every stage from the policy and wires them together (accept → screen →
+// relay → account). Nothing else creates long-lived objects; tests and benchmarks start the proxy
+// through startProxy() too.
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { AdminServer } from './admin/http-server.js';
+import { json, AdminServer } from './admin/http-server.js';
 import { ProxyMetrics } from './admin/metrics.js';
+import { PolicyHolder } from './config/reload.js';
 import type { Policy } from './config/schema.js';
+import type { ServerStatus } from './detect/entropy.js';
+import { PrefixAggregator } from './detect/prefix.js';
+import { observationFromRecord, SfdsAggregator } from './detect/sfds.js';
+import { UpstreamPressure } from './detect/upstream-pressure.js';
+import { TarpitSlots } from './enforce/tarpit-slots.js';
+import { Screen } from './policy/screen.js';
 import type { SessionRecord } from './session/record.js';
 import { SmtpListener } from './smtp/listener.js';
+import { MemoryKv } from './state/memory-kv.js';
 import { MemoryPairStore } from './state/memory-pair-store.js';
 import { PairRecorder } from './state/pair-recorder.js';
 import type { PairStore, PairWindowOptions } from './state/pair-store.js';
 import { createRedisClient, waitForRedisReady } from './state/redis-connection.js';
+import { RedisKv } from './state/redis-kv.js';
 import { RedisPairStore } from './state/redis-pair-store.js';
+import type { SharedKv } from './state/shared-kv.js';
 import { SharedStoreHealth } from './state/shared-store-health.js';
 import { StatusMonitor, type StatusSnapshot } from './state/status-monitor.js';
 
@@ -19,7 +30,11 @@ export interface RunningProxy {
   smtpAddress: AddressInfo;
   adminAddress: AddressInfo;
   listener: SmtpListener;
+  policy: PolicyHolder;
+  /** The entropy status snapshot (seed 000). */
   status(): StatusSnapshot;
+  /** What the screen acts on: the entropy status, at most 0 while Postfix is under pressure. */
+  effectiveStatus(): ServerStatus;
   metrics: ProxyMetrics;
   health: SharedStoreHealth;
   stop(): Promise<void>;
@@ -28,13 +43,17 @@ export interface RunningProxy {
 export interface ProxyHooks {
   /** Extra observer of finished sessions (tests, benchmarks). */
   onSessionEnd?: (record: SessionRecord) => void;
+  /** The policy file, for reload on SIGHUP and on change; without it the policy is fixed. */
+  policySource?: string;
 }
 
 /** How long start-up waits for Redis before starting degraded (on this node's own view). */
 const REDIS_STARTUP_WAIT_MS = 2_000;
 
-export async function startProxy(policy: Policy, logger: Logger, hooks: ProxyHooks = {}): Promise<RunningProxy> {
-  const { shared, health, closeShared } = await openSharedState(policy, logger);
+export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: ProxyHooks = {}): Promise<RunningProxy> {
+  const holder = new PolicyHolder(initialPolicy, hooks.policySource ?? '(fixed)', logger);
+  const policy = initialPolicy;
+  const { shared, kv, health, closeShared } = await openSharedState(policy, logger);
   const recorder = new PairRecorder({
     shared,
     health,
@@ -43,6 +62,21 @@ export async function startProxy(policy: Policy, logger: Logger, hooks: ProxyHoo
     flushTimeoutMs: policy.state.commandTimeoutMs,
     maxPendingSources: policy.entropy.maxSourcesPerBucket,
   });
+  const pressure = new UpstreamPressure(policy.pushback.upstreamPressure);
+  const detectors = buildDetectors(policy);
+  holder.onChange((next) => {
+    pressure.reconfigure(next.pushback.upstreamPressure);
+    if (JSON.stringify(next.pushback.sfds) !== JSON.stringify(detectors.sfdsFrom) || JSON.stringify(next.pushback.prefix) !== JSON.stringify(detectors.prefixFrom)) {
+      Object.assign(detectors, buildDetectors(next));
+      logger.info('SFDS and prefix detectors rebuilt for the new policy (their history starts again)');
+    }
+  });
+
+  let listener: SmtpListener | undefined;
+  const effectiveStatus = (): ServerStatus => {
+    const status = monitor.current().status;
+    return pressure.reading(Date.now()).pressured ? (Math.min(status, 0) as ServerStatus) : status;
+  };
   const monitor = new StatusMonitor({
     shared,
     local: recorder.local,
@@ -51,26 +85,50 @@ export async function startProxy(policy: Policy, logger: Logger, hooks: ProxyHoo
     statusIntervalMs: policy.entropy.statusIntervalMs,
     readTimeoutMs: policy.state.commandTimeoutMs,
     topSources: policy.entropy.topSources,
+    // Under stress idle clients get a short timeout, as Postfix's smtpd_timeout = ${stress?10}s.
+    onSnapshot: () => listener?.setIdleTimeoutSeconds(effectiveStatus() <= 0
+      ? Math.min(holder.current().pushback.stressIdleTimeoutSeconds, policy.limits.idleTimeoutSeconds)
+      : policy.limits.idleTimeoutSeconds),
   });
-
-  let listener: SmtpListener | undefined;
+  const tarpits = new TarpitSlots(() => holder.current().pushback.tarpit.maxConcurrent);
   const metrics = new ProxyMetrics({
     activeSessions: () => listener?.activeSessions ?? 0,
+    tarpitActive: () => tarpits.active,
     status: () => monitor.current(),
     sharedStore: () => health.counters(),
+  });
+  const screen = new Screen({
+    policy: () => holder.current(),
+    kv,
+    status: effectiveStatus,
+    prefixes: { suspectPrefix: (address, nowMs) => detectors.prefixes.suspectPrefix(address, nowMs), addSuspect: (address, expiresAtMs) => detectors.prefixes.addSuspect(address, expiresAtMs) },
+    sfds: (source, nowMs) => {
+      const [finding] = detectors.sfds.floodingSets(source, nowMs);
+      return finding && { set: finding.set, flowsPerPeriod: finding.stats.flowsPerPeriod, meanPacketBytes: finding.stats.meanPacketBytes, durationPeriods: finding.stats.durationPeriods };
+    },
+    logger,
+    metrics,
   });
   listener = new SmtpListener({
     policy,
     logger,
+    screen,
+    tarpits,
     observer: {
       pair(source, kind) {
         recorder.record(source, kind === 'normal' ? 1 : 0, kind === 'abnormal' ? 1 : 0);
         metrics.pair(kind);
       },
       command: () => metrics.command(),
-      upstreamReply: (step, milliseconds) => metrics.upstreamLatency(step, milliseconds),
+      upstreamReply(step, milliseconds, code) {
+        metrics.upstreamLatency(step, milliseconds);
+        pressure.record(milliseconds, code, Date.now());
+      },
       sessionEnded(record) {
         metrics.sessionEnded(record);
+        const nowMs = Date.now();
+        if (record.commands > 0) detectors.sfds.observe(observationFromRecord(record, nowMs), nowMs);
+        screen.sessionEnded(record).catch((error: Error) => logger.error({ err: error, session: record.session }, 'screen failed to learn from a session'));
         hooks.onSessionEnd?.(record);
       },
     },
@@ -83,19 +141,44 @@ export async function startProxy(policy: Policy, logger: Logger, hooks: ProxyHoo
   await monitor.start();
   let listening = false;
   const admin = new AdminServer({
-    status: () => ({ ...monitor.current(), sessionsActive: listener?.activeSessions ?? 0 }),
+    status: () => {
+      const reading = pressure.reading(Date.now());
+      return {
+        ...monitor.current(),
+        effectiveStatus: effectiveStatus(),
+        upstreamPressure: reading,
+        mode: holder.current().mode,
+        policy: holder.state,
+        sessionsActive: listener?.activeSessions ?? 0,
+        tarpitActive: tarpits.active,
+      };
+    },
     metrics: () => metrics.render(),
     ready: () => listening,
+    routes: [
+      (request, url) => {
+        if (request.method !== 'GET' || url.pathname !== '/sources') return undefined;
+        const top = Math.min(1_000, Math.max(1, Number(url.searchParams.get('top') ?? 20) || 20));
+        const set = url.searchParams.get('set') ?? undefined;
+        try {
+          return json(200, { sources: detectors.sfds.top(top, Date.now(), set) });
+        } catch (error) {
+          return json(400, { error: (error as Error).message });
+        }
+      },
+    ],
   });
   const smtpAddress = await listener.listen();
   const adminAddress = await admin.listen(policy.admin.listen);
   listening = true;
+  if (hooks.policySource) holder.watch();
   logger.info(
     {
       listen: `${smtpAddress.address}:${smtpAddress.port}`,
       admin: `${adminAddress.address}:${adminAddress.port}`,
       upstream: `${policy.upstream.address.host}:${policy.upstream.address.port}`,
       store: shared.kind,
+      mode: policy.mode,
     },
     'smtp-pushback listening',
   );
@@ -103,16 +186,36 @@ export async function startProxy(policy: Policy, logger: Logger, hooks: ProxyHoo
     smtpAddress,
     adminAddress,
     listener,
+    policy: holder,
     status: () => monitor.current(),
+    effectiveStatus,
     metrics,
     health,
     async stop() {
       listening = false;
+      holder.stop();
       await Promise.all([listener?.close(), admin.close()]);
       monitor.stop();
       await recorder.stop();
       await closeShared();
     },
+  };
+}
+
+interface Detectors {
+  sfds: SfdsAggregator;
+  prefixes: PrefixAggregator;
+  sfdsFrom: Policy['pushback']['sfds'];
+  prefixFrom: Policy['pushback']['prefix'];
+}
+
+function buildDetectors(policy: Policy): Detectors {
+  const { sfds, prefix } = policy.pushback;
+  return {
+    sfds: new SfdsAggregator({ sets: sfds.sets, maxSources: sfds.maxSources }),
+    prefixes: new PrefixAggregator({ minMembers: prefix.suspectsPerPrefix, maxWidenV4: prefix.widestV4, maxWidenV6: prefix.widestV6 }),
+    sfdsFrom: sfds,
+    prefixFrom: prefix,
   };
 }
 
@@ -124,12 +227,27 @@ function pairWindowOptions(policy: Policy): PairWindowOptions {
   };
 }
 
-async function openSharedState(policy: Policy, logger: Logger): Promise<{ shared: PairStore; health: SharedStoreHealth; closeShared(): Promise<void> }> {
+interface SharedState {
+  shared: PairStore;
+  kv: SharedKv;
+  health: SharedStoreHealth;
+  closeShared(): Promise<void>;
+}
+
+async function openSharedState(policy: Policy, logger: Logger): Promise<SharedState> {
   const windowOptions = pairWindowOptions(policy);
   const url = policy.state.redisUrl;
   if (!url) {
     const shared = new MemoryPairStore(windowOptions);
-    return { shared, health: new SharedStoreHealth({ logger, storeKind: 'memory' }), closeShared: () => shared.close() };
+    const kv = new MemoryKv();
+    return {
+      shared,
+      kv,
+      health: new SharedStoreHealth({ logger, storeKind: 'memory' }),
+      closeShared: async () => {
+        await Promise.all([shared.close(), kv.close()]);
+      },
+    };
   }
   const client = createRedisClient(url, {
     commandTimeoutMs: policy.state.commandTimeoutMs,
@@ -138,8 +256,17 @@ async function openSharedState(policy: Policy, logger: Logger): Promise<{ shared
   if (!(await waitForRedisReady(client, REDIS_STARTUP_WAIT_MS))) {
     logger.warn({ redis: redactUrl(url) }, 'Redis not reachable at start: using this node’s own view until it is');
   }
-  const shared = new RedisPairStore(client, { ...windowOptions, keyPrefix: policy.state.keyPrefix, ownsClient: true });
-  return { shared, health: new SharedStoreHealth({ logger, storeKind: 'redis' }), closeShared: () => shared.close() };
+  const shared = new RedisPairStore(client, { ...windowOptions, keyPrefix: policy.state.keyPrefix });
+  const kv = new RedisKv(client, { keyPrefix: policy.state.keyPrefix });
+  return {
+    shared,
+    kv,
+    health: new SharedStoreHealth({ logger, storeKind: 'redis' }),
+    closeShared: async () => {
+      await Promise.all([shared.close(), kv.close()]);
+      client.disconnect();
+    },
+  };
 }
 
 function redactUrl(url: string): string {

@@ -6,6 +6,7 @@ import type { StatusSnapshot } from '../state/status-monitor.js';
 
 export interface ScrapeSources {
   activeSessions(): number;
+  tarpitActive(): number;
   status(): StatusSnapshot;
   sharedStore(): { roundTrips: number; errors: number; outages: number };
 }
@@ -16,6 +17,9 @@ export class ProxyMetrics {
   private readonly sessions: Counter<'end'>;
   private readonly transactions: Counter<'outcome'>;
   private readonly commands: Counter;
+  private readonly verdicts: Counter<'action' | 'detector'>;
+  private readonly decisions: Counter<'action' | 'enforced'>;
+  private readonly kvErrors: Counter;
   private readonly upstreamReply: Histogram<'step'>;
   private readonly upstreamReplyByStep = new Map<string, { observe(seconds: number): void }>();
 
@@ -26,6 +30,10 @@ export class ProxyMetrics {
     this.sessions = new Counter({ name: 'pushback_sessions_total', help: 'Client sessions ended, by how they ended', labelNames: ['end'], registers });
     this.transactions = new Counter({ name: 'pushback_transactions_total', help: 'Mail transactions by outcome (relayed, deferred, rejected, aborted, incomplete)', labelNames: ['outcome'], registers });
     this.commands = new Counter({ name: 'pushback_smtp_commands_total', help: 'SMTP command lines received from clients', registers });
+    this.verdicts = new Counter({ name: 'pushback_verdicts_total', help: 'Verdicts found and stored for a source or prefix, by action and strongest detector', labelNames: ['action', 'detector'], registers });
+    this.decisions = new Counter({ name: 'pushback_actions_total', help: 'Decisions at connect by action; enforced="false" in observe mode', labelNames: ['action', 'enforced'], registers });
+    this.kvErrors = new Counter({ name: 'pushback_verdict_store_errors_total', help: 'Verdict store calls that failed or timed out (the screen then fails open)', registers });
+    new Gauge({ name: 'pushback_tarpit_active', help: 'Sessions tarpitted now', registers, collect() { this.set(sources.tarpitActive()); } });
     this.upstreamReply = new Histogram({
       name: 'pushback_upstream_reply_seconds',
       help: 'Time from sending a command to Postfix to its reply, by step (connect covers greeting, EHLO and XCLIENT)',
@@ -63,6 +71,18 @@ export class ProxyMetrics {
 
   pair(kind: 'normal' | 'abnormal'): void {
     this.pairs.inc({ kind });
+  }
+
+  verdict(action: string, detector: string): void {
+    this.verdicts.inc({ action, detector });
+  }
+
+  decision(action: string, enforced: boolean): void {
+    this.decisions.inc({ action, enforced: enforced ? 'true' : 'false' });
+  }
+
+  kvError(): void {
+    this.kvErrors.inc();
   }
 
   command(): void {

@@ -128,7 +128,112 @@ const logSchema = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
+const statusValue = z.union([z.literal(1), z.literal(0), z.literal(-1)]);
+const actionName = z.enum(['pass', 'tarpit', 'defer', 'reject', 'quarantine']);
+
+const sfdsThresholdSetSchema = z.strictObject({
+  name: z.string().min(1),
+  /** The aggregation period: 3600 s is the paper's hour. */
+  periodSeconds: positiveInt,
+  /** Mean packet size must be over this (the paper: 100 bytes). */
+  minMeanPacketBytes: z.number().nonnegative(),
+  /** Flows (sessions) per period must be over this (the paper: 180 per hour). */
+  minFlowsPerPeriod: z.number().nonnegative(),
+  /** Consecutive periods over the rate must be over this (the paper: 5 hours). */
+  minDurationPeriods: nonNegativeInt,
+});
+
+const pushbackSchema = z.strictObject({
+  /** Never screened (CIDR or address, IPv4 and IPv6). */
+  allow: z.array(z.string()).default([]),
+  /** Always refused with 554 (CIDR or address). */
+  deny: z.array(z.string()).default([]),
+  /** How long a verdict found by the detectors holds, on every node. */
+  verdictTtlSeconds: positiveInt.default(600),
+  /** A source that completed this many clean sessions passes untouched for ttlHours (postscreen's cache). */
+  proven: z.strictObject({ sessions: positiveInt.default(3), ttlHours: z.number().positive().default(24) }).prefault({}),
+  /** Extra wait before the greeting for clients not proven, by server status (early talkers show up in it). */
+  greetWaitMs: z.strictObject({
+    safe: nonNegativeInt.default(0),
+    critical: nonNegativeInt.default(1_000),
+    danger: nonNegativeInt.default(2_000),
+  }).prefault({}),
+  /** Idle timeout while the status is 0 or -1 (Postfix: smtpd_timeout = ${stress?10}s). */
+  stressIdleTimeoutSeconds: positiveInt.default(10),
+  /** Points a source gets from each detector; the action table below turns points into an action. */
+  scores: z.strictObject({
+    /** Abnormal pairs while the server status is 0 or -1 (seed 000). */
+    entropy: z.number().nonnegative().default(5),
+    /** Flooding under an SFDS threshold set (seed 001). */
+    sfds: z.number().nonnegative().default(15),
+    earlyTalker: z.number().nonnegative().default(10),
+    nonSmtp: z.number().nonnegative().default(30),
+    pipelining: z.number().nonnegative().default(5),
+    /** Per unknown command beyond the first two of a session. */
+    unknownCommand: z.number().nonnegative().default(1),
+    /** Inside a prefix that k suspects made suspect. */
+    prefix: z.number().nonnegative().default(5),
+  }).prefault({}),
+  /** A source counts for the entropy detector with at least this many abnormal pairs in the window ... */
+  entropyMinAbnormalPairs: positiveInt.default(1),
+  /** ... making at least this share of its own pairs. */
+  entropyMinAbnormalShare: z.number().min(0).max(1).default(0.5),
+  /** How long protocol misbehaviour of a source is remembered. */
+  misbehaviourTtlSeconds: positiveInt.default(3_600),
+  /** First row whose status list holds the server status and whose minScore the source reaches wins; none: pass. */
+  actions: z.array(z.strictObject({
+    status: z.array(statusValue).min(1).default([1, 0, -1]),
+    minScore: z.number().nonnegative(),
+    action: actionName,
+  })).default([
+    // Only blatant abuse (non-SMTP on the port) is refused outright: a 5xx loses mail on a false positive.
+    { status: [1, 0, -1], minScore: 30, action: 'reject' },
+    // A flood that completes its sessions (SFDS) is held, not lost: quarantined for off-peak release.
+    { status: [1, 0, -1], minScore: 15, action: 'quarantine' },
+    { status: [0, -1], minScore: 10, action: 'defer' },
+    { status: [1, 0, -1], minScore: 10, action: 'tarpit' },
+    { status: [0, -1], minScore: 5, action: 'tarpit' },
+  ]),
+  tarpit: z.strictObject({
+    /** Delay of each reply: base + perScore x score, at most max. */
+    baseDelayMs: nonNegativeInt.default(1_000),
+    perScoreDelayMs: nonNegativeInt.default(500),
+    maxDelayMs: nonNegativeInt.default(15_000),
+    /** Sessions tarpitted at once (OpenBSD spamd -B); beyond it new suspects get 421 and a close. */
+    maxConcurrent: positiveInt.default(200),
+  }).prefault({}),
+  /** Where "defer" answers: 421 at connect (cheapest), or 450 at each RCPT. */
+  deferAt: z.enum(['connect', 'rcpt']).default('connect'),
+  prefix: z.strictObject({
+    /** Suspects inside one prefix that make the prefix suspect. */
+    suspectsPerPrefix: z.number().int().min(2).default(5),
+    /** The widest prefix it may grow to: /16 for IPv4, /48 for IPv6. */
+    widestV4: z.union([z.literal(32), z.literal(24), z.literal(16)]).default(16),
+    widestV6: z.union([z.literal(128), z.literal(64), z.literal(48)]).default(48),
+  }).prefault({}),
+  sfds: z.strictObject({
+    sets: z.array(sfdsThresholdSetSchema).min(1).refine((sets) => new Set(sets.map((set) => set.name)).size === sets.length, 'set names must be unique').default([
+      { name: 'paper-hourly', periodSeconds: 3_600, minMeanPacketBytes: 100, minFlowsPerPeriod: 180, minDurationPeriods: 5 },
+      // An operator's fast set: a source over 120 sessions a minute that carry data (over 60 bytes a packet,
+      // where refused and abandoned sessions stay near 40) floods from its first such minute.
+      { name: 'minute', periodSeconds: 60, minMeanPacketBytes: 60, minFlowsPerPeriod: 120, minDurationPeriods: 0 },
+    ]),
+    /** Sources tracked at once; beyond it the least active are forgotten (bounded memory). */
+    maxSources: positiveInt.default(50_000),
+  }).prefault({}),
+  /** Bencsáth's queue trigger: a slow or temp-failing Postfix makes the status at most 0. */
+  upstreamPressure: z.strictObject({
+    windowSeconds: positiveInt.default(30),
+    latencyMs: positiveInt.default(2_000),
+    tempFailRate: z.number().min(0).max(1).default(0.3),
+    minReplies: positiveInt.default(20),
+  }).prefault({}),
+});
+
 export const policySchema = z.strictObject({
+  /** enforce: carry out verdicts; observe: compute and log them, enforce nothing (shadow mode). */
+  mode: z.enum(['enforce', 'observe']).default('enforce'),
+  pushback: pushbackSchema.prefault({}),
   server: serverSchema.prefault({}),
   limits: limitsSchema.prefault({}),
   upstream: upstreamSchema.prefault({}),

@@ -3,6 +3,7 @@
 // here: the listener translates its events into these calls.
 import type { RelayReply, SessionRelay } from '../relay/session-relay.js';
 import { noMisbehaviour, sessionOutcome, type Misbehaviour, type SessionEnd, type SessionRecord, type TransactionRecord } from '../session/record.js';
+import { SEGMENT_BYTES } from '../detect/sfds.js';
 import { PairTracker } from './pair-tracker.js';
 
 /** The part of smtp-server's connection object we use: its id, addresses, socket and reply channel. */
@@ -34,8 +35,6 @@ export interface ScreenDecision {
 
 export const PASS: ScreenDecision = Object.freeze({ action: 'pass', greetDelayMs: 0, replyDelayMs: 0, label: 'pass' });
 
-/** Typical TCP segment payload: how DATA bytes are counted as "packets" for SFDS. */
-const SEGMENT_BYTES = 1460;
 const HTTP_COMMAND = /^(GET|HEAD|POST|PUT|DELETE|OPTIONS|TRACE|CONNECT|PATCH) \S+ HTTP\/\d/i;
 
 export class LiveSession {

@@ -18,9 +18,12 @@ afterEach(async () => {
   proxy = undefined;
 });
 
-/** After each case the proxy must still relay a normal session. */
+/**
+ * After each case the proxy must still relay a normal session, from another address: the
+ * misbehaving one may rightly be pushed back now (test/integration/pushback.test.ts).
+ */
 async function stillServes(port: number): Promise<void> {
-  const dialog = await SmtpDialog.connect(port);
+  const dialog = await SmtpDialog.connect(port, { localAddress: '127.0.0.200' });
   expect((await dialog.reply()).code).toBe(220);
   expect((await dialog.command('EHLO client.test')).code).toBe(250);
   expect((await dialog.command('MAIL FROM:<a@sender.test>')).code).toBe(250);

@@ -1,0 +1,293 @@
+// The screen stage: decides what to do with each connecting client and learns from each finished
+// session. At connect: allow list → deny list → cached verdict (this address or a suspect prefix,
+// from the shared store, so every node enforces what one node found) → proven sender → live
+// detectors → action table (precedence.ts). At session end: per-source counters go to the shared
+// store in one round trip, the detectors score the source, and a verdict that pushes back is stored
+// with its expiry and logged once with its reasons. Observe mode computes and logs all of it and
+// enforces nothing. Deciding only: the listener carries the decision out.
+import type { Logger } from 'pino';
+import type { Policy } from '../config/schema.js';
+import type { ServerStatus } from '../detect/entropy.js';
+import { canonicalAddress, familyOf, parseAddress, prefixLadder, prefixOf, type PrefixAggregator } from '../detect/prefix.js';
+
+/** The part of the prefix aggregator the screen uses (main.ts swaps the aggregator on reload). */
+export type SuspectPrefixes = Pick<PrefixAggregator, 'suspectPrefix' | 'addSuspect'>;
+import type { SessionRecord } from '../session/record.js';
+import type { ScreenDecision, SessionScreen } from '../smtp/listener.js';
+import type { SharedKv } from '../state/shared-kv.js';
+import { withTimeout } from '../state/shared-store-health.js';
+import { tarpitDelayMs, type Action } from './actions.js';
+import { parseCidrList, type CidrList } from './cidr-list.js';
+import { findingsFor, strongestDetector, type SourceEvidence } from './evidence.js';
+import { decide, type Verdict } from './precedence.js';
+import type { SfdsFinding } from './sfds-view.js';
+
+export interface ScreenMetrics {
+  /** A verdict found by the detectors (or a list) and stored: once per source and verdict. */
+  verdict(action: Action, detector: string): void;
+  /** A decision at connect, and whether it was carried out (false in observe mode). */
+  decision(action: Action, enforced: boolean): void;
+  kvError(): void;
+}
+
+export interface ScreenDependencies {
+  policy: () => Policy;
+  kv: SharedKv;
+  /** The effective server status right now (entropy status, at most 0 under upstream pressure). */
+  status: () => ServerStatus;
+  prefixes: SuspectPrefixes;
+  /** The SFDS verdict on a source, if it floods under some threshold set. */
+  sfds: (source: string, nowMs: number) => SfdsFinding | undefined;
+  logger: Logger;
+  metrics: ScreenMetrics;
+  now?: () => number;
+}
+
+interface StoredVerdict extends Verdict {
+  detector: string;
+  scope: string;
+}
+
+const COUNTERS = ['abnormal', 'normal', 'early', 'nonsmtp', 'pipelining', 'unknown', 'clean'] as const;
+type CounterName = (typeof COUNTERS)[number];
+
+export class Screen implements SessionScreen {
+  private lists: { allow: CidrList; deny: CidrList; from: Policy['pushback'] | undefined } = { allow: parseCidrList([]), deny: parseCidrList([]), from: undefined };
+  private readonly now: () => number;
+
+  constructor(private readonly deps: ScreenDependencies) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  async atConnect(client: { address: string; port: number }): Promise<ScreenDecision> {
+    const policy = this.deps.policy();
+    const pushback = policy.pushback;
+    const nowMs = this.now();
+    const address = canonicalAddress(client.address);
+    const status = this.deps.status();
+    const lists = this.listsFor(pushback);
+    const scopes = this.scopesOf(address, pushback);
+    const stored = await this.read([...scopes.map((scope) => `v:${scope}`), `pv:${address}`], nowMs);
+    const cached = mostSevere(stored.slice(0, scopes.length).map(parseVerdict));
+    const provenUntil = stored[scopes.length] === undefined ? undefined : Number(stored[scopes.length]);
+    const prefix = this.deps.prefixes.suspectPrefix(address, nowMs);
+    const evidence: SourceEvidence = {
+      status, abnormalPairs: 0, normalPairs: 0, earlyTalks: 0, nonSmtp: 0, pipelining: 0, unknownCommands: 0,
+      sfds: this.deps.sfds(address, nowMs),
+      prefix: prefix && prefix.lengthBits < (address.includes(':') ? 128 : 32) ? { prefix: prefix.prefix, members: prefix.members } : undefined,
+    };
+    const verdict = decide({
+      nowMs,
+      allowListMatch: lists.allow.match(address),
+      denyListMatch: lists.deny.match(address),
+      cachedVerdict: cached,
+      provenSender: provenUntil === undefined ? undefined : { cleanSessions: pushback.proven.sessions, expiresAtMs: provenUntil },
+      serverStatus: status,
+      findings: findingsFor(evidence, pushback),
+    }, this.decisionPolicy(pushback));
+    return this.toDecision(verdict, status, policy);
+  }
+
+  /** Learns from a finished session; resolves once its counters and any new verdict are stored. */
+  async sessionEnded(record: SessionRecord): Promise<void> {
+    const policy = this.deps.policy();
+    const pushback = policy.pushback;
+    const nowMs = this.now();
+    const address = canonicalAddress(record.client);
+    const lists = this.listsFor(pushback);
+    if (lists.allow.match(address) !== undefined) return;
+    const clean = record.outcome === 'relayed' && record.pairs.abnormal === 0 && !misbehaved(record);
+    const { earlyTalker, nonSmtp, pipelining, unknownCommands } = record.misbehaviour;
+    // A session refused at connect taught us nothing: no round trip for it (it matters under a flood).
+    if (record.pairs.normal + record.pairs.abnormal === 0 && !earlyTalker && nonSmtp + pipelining + unknownCommands === 0) return;
+    const increments: Record<CounterName, number> = {
+      abnormal: record.pairs.abnormal,
+      normal: record.pairs.normal,
+      early: record.misbehaviour.earlyTalker ? 1 : 0,
+      nonsmtp: record.misbehaviour.nonSmtp,
+      pipelining: record.misbehaviour.pipelining,
+      unknown: record.misbehaviour.unknownCommands,
+      clean: clean ? 1 : 0,
+    };
+    const ttlMs = pushback.misbehaviourTtlSeconds * 1000;
+    let totals: number[];
+    try {
+      totals = await withTimeout(
+        this.deps.kv.incrementMany(COUNTERS.map((name) => ({ key: `c:${name}:${address}`, by: increments[name], ttlMs })), nowMs),
+        policy.state.commandTimeoutMs,
+        'screen counters',
+      );
+    } catch {
+      this.deps.metrics.kvError();
+      // Shared store out: judge on this session alone, so detection keeps working on this node.
+      totals = COUNTERS.map((name) => increments[name]);
+    }
+    const count = (name: CounterName): number => totals[COUNTERS.indexOf(name)] ?? 0;
+    const prefix = this.deps.prefixes.suspectPrefix(address, nowMs);
+    const status = this.deps.status();
+    const findings = findingsFor({
+      status,
+      abnormalPairs: count('abnormal'),
+      normalPairs: count('normal'),
+      earlyTalks: count('early'),
+      nonSmtp: count('nonsmtp'),
+      pipelining: count('pipelining'),
+      unknownCommands: count('unknown'),
+      sfds: this.deps.sfds(address, nowMs),
+      prefix: prefix && prefix.lengthBits < (address.includes(':') ? 128 : 32) ? { prefix: prefix.prefix, members: prefix.members } : undefined,
+    }, pushback);
+    const verdict = decide({
+      nowMs, allowListMatch: undefined, denyListMatch: lists.deny.match(address), cachedVerdict: undefined,
+      provenSender: undefined, serverStatus: status, findings,
+    }, this.decisionPolicy(pushback));
+
+    if (verdict.source === 'detectors' && verdict.action !== 'pass') {
+      // Already in force for this session's connection: no new verdict to store or log.
+      if (SEVERITY[verdict.action] <= SEVERITY[actionOf(record.screen)]) return;
+      await this.storeVerdict(address, verdict, strongestDetector(findings), policy, nowMs);
+      await this.learnPrefix(address, verdict, policy, nowMs);
+      return;
+    }
+    if (clean && count('clean') >= pushback.proven.sessions) {
+      const provenTtlMs = Math.round(pushback.proven.ttlHours * 3_600_000);
+      await this.write(() => this.deps.kv.set(`pv:${address}`, String(nowMs + provenTtlMs), provenTtlMs, nowMs), policy);
+    }
+  }
+
+  private async storeVerdict(scope: string, verdict: Verdict, detector: string, policy: Policy, nowMs: number): Promise<void> {
+    const ttlMs = policy.pushback.verdictTtlSeconds * 1000;
+    const stored: StoredVerdict = { ...verdict, detector, scope, expiresAtMs: nowMs + ttlMs };
+    // A source that pushes back is no longer a proven sender, whatever it did before.
+    await this.write(() => this.deps.kv.set(`v:${scope}`, JSON.stringify(stored), ttlMs, nowMs), policy);
+    await this.write(() => this.deps.kv.delete([`pv:${scope}`]), policy);
+    this.deps.metrics.verdict(verdict.action, detector);
+    this.deps.logger.warn(
+      { verdict: verdict.action, scope, detector, score: verdict.score, reasons: verdict.reasons, expiresInSeconds: policy.pushback.verdictTtlSeconds, mode: policy.mode },
+      policy.mode === 'observe' ? 'verdict (observe mode: not enforced)' : 'verdict',
+    );
+  }
+
+  /** k suspects inside one prefix make the prefix suspect: its verdict is stored for every node. */
+  private async learnPrefix(address: string, verdict: Verdict, policy: Policy, nowMs: number): Promise<void> {
+    const expiresAtMs = nowMs + policy.pushback.verdictTtlSeconds * 1000;
+    const before = this.deps.prefixes.suspectPrefix(address, nowMs);
+    this.deps.prefixes.addSuspect(address, expiresAtMs);
+    const after = this.deps.prefixes.suspectPrefix(address, nowMs);
+    const hostBits = address.includes(':') ? 128 : 32;
+    if (!after || after.lengthBits >= hostBits || after.prefix === before?.prefix) return;
+    const prefixVerdict: Verdict = {
+      action: verdict.action,
+      source: 'detectors',
+      score: verdict.score,
+      reasons: [`prefix ${after.prefix}: ${after.members} suspects inside (k = ${policy.pushback.prefix.suspectsPerPrefix})`, ...verdict.reasons],
+    };
+    await this.storeVerdict(after.prefix, prefixVerdict, 'prefix', policy, nowMs);
+  }
+
+  private toDecision(verdict: Verdict, status: ServerStatus, policy: Policy): ScreenDecision {
+    const pushback = policy.pushback;
+    const label = verdict.source === 'detectors' ? verdict.action : `${verdict.action}:${verdict.source}`;
+    const enforce = policy.mode === 'enforce';
+    this.deps.metrics.decision(verdict.action, enforce);
+    const trusted = verdict.source === 'allow-list' || verdict.source === 'proven';
+    const greetDelayMs = trusted ? 0 : greetWait(status, pushback);
+    if (!enforce && verdict.action !== 'pass') {
+      return { action: 'pass', greetDelayMs, replyDelayMs: 0, label: `observe:${label}` };
+    }
+    const host = policy.server.hostname;
+    switch (verdict.action) {
+      case 'pass':
+        return { action: 'pass', greetDelayMs, replyDelayMs: 0, label };
+      case 'tarpit': {
+        const delayMs = tarpitDelayMs(verdict.score, { baseMs: pushback.tarpit.baseDelayMs, perScoreMs: pushback.tarpit.perScoreDelayMs, maxMs: pushback.tarpit.maxDelayMs });
+        return { action: 'tarpit', greetDelayMs: Math.max(greetDelayMs, delayMs), replyDelayMs: delayMs, label };
+      }
+      case 'defer':
+        return pushback.deferAt === 'connect'
+          ? { action: 'defer', greetDelayMs: 0, replyDelayMs: 0, label, refuse: { code: 421, text: `4.7.0 ${host} Service temporarily unavailable, try again later` } }
+          : { action: 'defer', greetDelayMs, replyDelayMs: 0, label, refuseRecipients: { code: 450, text: '4.7.1 Service temporarily unavailable, try again later' } };
+      case 'reject':
+        return { action: 'reject', greetDelayMs: 0, replyDelayMs: 0, label, refuse: { code: 554, text: `5.7.1 ${host} Service refused` } };
+      case 'quarantine':
+        // Quarantine needs the spool stage; until it is wired, such mail is deferred at RCPT (450), so the
+        // sender retries and nothing is lost or reaches Postfix in the meantime.
+        return { action: 'quarantine', greetDelayMs, replyDelayMs: 0, label, refuseRecipients: { code: 450, text: '4.7.1 Service temporarily unavailable, try again later' } };
+    }
+  }
+
+  private decisionPolicy(pushback: Policy['pushback']): Parameters<typeof decide>[1] {
+    return {
+      denyAction: 'reject',
+      provenAfterCleanSessions: pushback.proven.sessions,
+      actionTable: pushback.actions,
+      verdictTtlMs: pushback.verdictTtlSeconds * 1000,
+    };
+  }
+
+  /** The address and the prefixes a verdict may be stored for (its ladder up to the widest allowed). */
+  private scopesOf(address: string, pushback: Policy['pushback']): string[] {
+    const family = familyOf(parseAddress(address));
+    const widest = family === 'ipv4' ? pushback.prefix.widestV4 : pushback.prefix.widestV6;
+    const hostBits = family === 'ipv4' ? 32 : 128;
+    return [address, ...prefixLadder(family, widest).filter((length) => length < hostBits).map((length) => prefixOf(address, length))];
+  }
+
+  private listsFor(pushback: Policy['pushback']): { allow: CidrList; deny: CidrList } {
+    if (this.lists.from !== pushback) {
+      // A reload gives a new frozen snapshot: parse its lists once, not per connection.
+      this.lists = { allow: parseCidrList(pushback.allow), deny: parseCidrList(pushback.deny), from: pushback };
+    }
+    return this.lists;
+  }
+
+  private async read(keys: string[], nowMs: number): Promise<Array<string | undefined>> {
+    try {
+      return await withTimeout(this.deps.kv.getMany(keys, nowMs), this.deps.policy().state.commandTimeoutMs, 'screen lookup');
+    } catch {
+      // Fail open: without the shared store the live detectors on this node still decide.
+      this.deps.metrics.kvError();
+      return keys.map(() => undefined);
+    }
+  }
+
+  private async write(operation: () => Promise<void>, policy: Policy): Promise<void> {
+    try {
+      await withTimeout(operation(), policy.state.commandTimeoutMs, 'screen write');
+    } catch {
+      this.deps.metrics.kvError();
+    }
+  }
+}
+
+function greetWait(status: ServerStatus, pushback: Policy['pushback']): number {
+  if (status === 1) return pushback.greetWaitMs.safe;
+  return status === 0 ? pushback.greetWaitMs.critical : pushback.greetWaitMs.danger;
+}
+
+function misbehaved(record: SessionRecord): boolean {
+  const { earlyTalker, nonSmtp, pipelining, unknownCommands } = record.misbehaviour;
+  return earlyTalker || nonSmtp > 0 || pipelining > 0 || unknownCommands > 2;
+}
+
+function parseVerdict(text: string | undefined): StoredVerdict | undefined {
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text) as StoredVerdict;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The action a session's screen label names ("tarpit:cached", "observe:defer", "pass:proven" ...). */
+function actionOf(label: string): Action {
+  const action = label.replace(/^observe:/, '').split(':')[0] as Action;
+  return action in SEVERITY ? action : 'pass';
+}
+
+const SEVERITY: Record<Action, number> = { pass: 0, tarpit: 1, quarantine: 2, defer: 3, reject: 4 };
+
+function mostSevere(verdicts: Array<StoredVerdict | undefined>): StoredVerdict | undefined {
+  let worst: StoredVerdict | undefined;
+  for (const verdict of verdicts) if (verdict && (!worst || SEVERITY[verdict.action] > SEVERITY[worst.action])) worst = verdict;
+  return worst;
+}
