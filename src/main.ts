@@ -127,7 +127,7 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
       sessionEnded(record) {
         metrics.sessionEnded(record);
         const nowMs = Date.now();
-        if (record.commands > 0) detectors.sfds.observe(observationFromRecord(record, nowMs), nowMs);
+        detectors.sfds.observe(observationFromRecord(record, nowMs), nowMs);
         screen.sessionEnded(record).catch((error: Error) => logger.error({ err: error, session: record.session }, 'screen failed to learn from a session'));
         hooks.onSessionEnd?.(record);
       },

@@ -5,6 +5,7 @@ import { defaultPolicy, formatProblem, loadPolicyFile, type PolicyResult } from 
 import { formatHostPort } from '../util/host-port.js';
 import { runEntropyCommand } from './entropy-command.js';
 import { fetchStatus, formatStatus } from './status-command.js';
+import { fetchTopSources, formatTopSources } from './top-command.js';
 import { createLogger } from '../log.js';
 import { startProxy } from '../main.js';
 
@@ -22,7 +23,9 @@ program
     const result = options.config ? await loadPolicyFile(options.config) : defaultPolicy();
     if (!result.ok) return exitWithProblems(result);
     const logger = createLogger(result.policy.log.level);
-    const proxy = await startProxy(result.policy, logger).catch((error: Error) => {
+    // With a policy file, SIGHUP and changes to the file reload it.
+    const hooks = options.config ? { policySource: options.config } : {};
+    const proxy = await startProxy(result.policy, logger, hooks).catch((error: Error) => {
       logger.fatal({ err: error }, 'cannot start');
       process.exit(1);
     });
@@ -65,12 +68,8 @@ program
   .option('-c, --config <file>', 'policy file to take admin.listen from', process.env.PUSHBACK_POLICY)
   .option('--json', 'print the JSON as /status gives it')
   .action(async (options: { admin?: string; config?: string; json?: boolean }) => {
-    let admin = options.admin;
-    if (!admin) {
-      const result = options.config ? await loadPolicyFile(options.config) : defaultPolicy();
-      if (!result.ok) return exitWithProblems(result);
-      admin = formatHostPort(result.policy.admin.listen);
-    }
+    const admin = await adminAddress(options);
+    if (!admin) return;
     try {
       const report = await fetchStatus(admin);
       process.stdout.write(options.json ? `${JSON.stringify(report, null, 2)}\n` : formatStatus(report));
@@ -79,6 +78,37 @@ program
       process.exitCode = 1;
     }
   });
+
+program
+  .command('top')
+  .description("a running proxy's SFDS top sources (seed 001 Fig. 2): flows, packets, bytes, mean size, duration, rate")
+  .option('-n, --n <count>', 'how many sources', parseNumber, 20)
+  .option('--set <name>', 'the SFDS threshold set (default: the first)')
+  .option('--admin <host:port>', 'admin listener (default: PUSHBACK_ADMIN, the policy, or 127.0.0.1:8025)')
+  .option('-c, --config <file>', 'policy file to take admin.listen from', process.env.PUSHBACK_POLICY)
+  .option('--json', 'print the rows as JSON')
+  .action(async (options: { n: number; set?: string; admin?: string; config?: string; json?: boolean }) => {
+    const admin = await adminAddress(options);
+    if (!admin) return;
+    try {
+      const rows = await fetchTopSources(admin, Math.max(1, Math.round(options.n)), options.set);
+      process.stdout.write(options.json ? `${JSON.stringify(rows, null, 2)}\n` : formatTopSources(rows));
+    } catch (error) {
+      process.stderr.write(`cannot read sources from ${admin}: ${(error as Error).message}\n`);
+      process.exitCode = 1;
+    }
+  });
+
+/** The admin listener to ask: --admin, else the policy's (with PUSHBACK_ADMIN applied). */
+async function adminAddress(options: { admin?: string; config?: string }): Promise<string | undefined> {
+  if (options.admin) return options.admin;
+  const result = options.config ? await loadPolicyFile(options.config) : defaultPolicy();
+  if (!result.ok) {
+    exitWithProblems(result);
+    return undefined;
+  }
+  return formatHostPort(result.policy.admin.listen);
+}
 
 function parseNumber(value: string): number {
   const number = Number(value);

@@ -3,6 +3,7 @@
 import os from 'node:os';
 import net from 'node:net';
 import { z } from 'zod';
+import { parseCidr } from '../policy/cidr-list.js';
 import { parseHostPort } from '../util/host-port.js';
 
 const hostPort = z.string().transform((text, ctx) => {
@@ -11,6 +12,15 @@ const hostPort = z.string().transform((text, ctx) => {
   } catch (error) {
     ctx.addIssue({ code: 'custom', message: (error as Error).message });
     return z.NEVER;
+  }
+});
+
+/** A CIDR or a bare address; the reason is the parser's (e.g. host bits set in 192.0.2.1/24). */
+const cidr = z.string().superRefine((text, ctx) => {
+  try {
+    parseCidr(text);
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: (error as Error).message });
   }
 });
 
@@ -145,9 +155,9 @@ const sfdsThresholdSetSchema = z.strictObject({
 
 const pushbackSchema = z.strictObject({
   /** Never screened (CIDR or address, IPv4 and IPv6). */
-  allow: z.array(z.string()).default([]),
+  allow: z.array(cidr).default([]),
   /** Always refused with 554 (CIDR or address). */
-  deny: z.array(z.string()).default([]),
+  deny: z.array(cidr).default([]),
   /** How long a verdict found by the detectors holds, on every node. */
   verdictTtlSeconds: positiveInt.default(600),
   /** A source that completed this many clean sessions passes untouched for ttlHours (postscreen's cache). */

@@ -16,7 +16,7 @@ import type { SessionRecord } from '../session/record.js';
 import type { ScreenDecision, SessionScreen } from '../smtp/listener.js';
 import type { SharedKv } from '../state/shared-kv.js';
 import { withTimeout } from '../state/shared-store-health.js';
-import { tarpitDelayMs, type Action } from './actions.js';
+import { chooseAction, tarpitDelayMs, type Action } from './actions.js';
 import { parseCidrList, type CidrList } from './cidr-list.js';
 import { findingsFor, strongestDetector, type SourceEvidence } from './evidence.js';
 import { decide, type Verdict } from './precedence.js';
@@ -145,7 +145,7 @@ export class Screen implements SessionScreen {
       // Already in force for this session's connection: no new verdict to store or log.
       if (SEVERITY[verdict.action] <= SEVERITY[actionOf(record.screen)]) return;
       await this.storeVerdict(address, verdict, strongestDetector(findings), policy, nowMs);
-      await this.learnPrefix(address, verdict, policy, nowMs);
+      await this.learnPrefix(address, verdict, status, policy, nowMs);
       return;
     }
     if (clean && count('clean') >= pushback.proven.sessions) {
@@ -167,20 +167,29 @@ export class Screen implements SessionScreen {
     );
   }
 
-  /** k suspects inside one prefix make the prefix suspect: its verdict is stored for every node. */
-  private async learnPrefix(address: string, verdict: Verdict, policy: Policy, nowMs: number): Promise<void> {
+  /**
+   * k suspects inside one prefix make the prefix suspect: its verdict, stored for every node, is what
+   * the action table gives a member's score plus the prefix points (so a prefix is pushed back a
+   * step harder than one suspect alone).
+   */
+  private async learnPrefix(address: string, verdict: Verdict, status: ServerStatus, policy: Policy, nowMs: number): Promise<void> {
     const expiresAtMs = nowMs + policy.pushback.verdictTtlSeconds * 1000;
     const before = this.deps.prefixes.suspectPrefix(address, nowMs);
     this.deps.prefixes.addSuspect(address, expiresAtMs);
     const after = this.deps.prefixes.suspectPrefix(address, nowMs);
     const hostBits = address.includes(':') ? 128 : 32;
     if (!after || after.lengthBits >= hostBits || after.prefix === before?.prefix) return;
+    const score = verdict.score + policy.pushback.scores.prefix;
     const prefixVerdict: Verdict = {
-      action: verdict.action,
+      action: chooseAction(status, score, policy.pushback.actions),
       source: 'detectors',
-      score: verdict.score,
-      reasons: [`prefix ${after.prefix}: ${after.members} suspects inside (k = ${policy.pushback.prefix.suspectsPerPrefix})`, ...verdict.reasons],
+      score,
+      reasons: [
+        `prefix ${after.prefix}: ${after.members} suspects inside (k = ${policy.pushback.prefix.suspectsPerPrefix}), the last with score ${verdict.score}`,
+        ...verdict.reasons.filter((reason) => !reason.startsWith('rule ')),
+      ],
     };
+    if (prefixVerdict.action === 'pass') return;
     await this.storeVerdict(after.prefix, prefixVerdict, 'prefix', policy, nowMs);
   }
 

@@ -58,6 +58,15 @@ describe('admin HTTP', () => {
     expect(stdout).toMatch(/^store {5}memory$/m);
     expect(stdout).toMatch(/^127\.0\.0\.9 +1 +0$/m);
     const json = await run(process.execPath, ['--import', 'tsx', CLI, 'status', '--admin', admin, '--json'], { timeout: 20_000 });
-    expect(JSON.parse(json.stdout)).toMatchObject({ store: 'memory', abnormalPairs: 1 });
+    expect(JSON.parse(json.stdout)).toMatchObject({ store: 'memory', abnormalPairs: 1, mode: 'enforce', effectiveStatus: 1 });
+  });
+
+  it('`smtp-pushback top` prints the SFDS sources like the paper’s Fig. 2', async () => {
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', CLI, 'top', '--admin', admin, '--n', '5'], { timeout: 20_000 });
+    const [header, ...rows] = stdout.trim().split('\n');
+    expect(header?.split(/\s{2,}/)).toEqual(['source', 'set', 'flows', 'packets', 'bytes', 'mean B/pkt', 'duration', 'flows/period']);
+    expect(rows.map((row) => row.split(/\s+/).slice(0, 3))).toEqual([['127.0.0.1', 'paper-hourly', '1'], ['127.0.0.9', 'paper-hourly', '1']]);
+    const json = await run(process.execPath, ['--import', 'tsx', CLI, 'top', '--admin', admin, '--json', '--set', 'minute'], { timeout: 20_000 });
+    expect(JSON.parse(json.stdout)[0]).toMatchObject({ source: '127.0.0.1', set: 'minute', flows: 1 });
   });
 });

@@ -3,16 +3,24 @@
 import { expect } from 'vitest';
 import { SmtpDialog } from './smtp-dialog.js';
 
-export async function completeSession(port: number, localAddress = '127.0.0.1', recipient = 'b@example.test'): Promise<number> {
+/**
+ * One whole session; returns the code that ended the transaction: the reply to the final dot, or
+ * the first refusal (a 4xx/5xx to MAIL or RCPT stops it there, and the client says QUIT).
+ */
+export async function completeSession(port: number, localAddress = '127.0.0.1', recipient = 'b@example.test', bodyBytes = 0): Promise<number> {
   const dialog = await SmtpDialog.connect(port, { localAddress });
   try {
-    expect((await dialog.reply()).code).toBe(220);
-    await dialog.command('EHLO legit.example');
-    await dialog.command('MAIL FROM:<a@legit.example>');
-    await dialog.command(`RCPT TO:<${recipient}>`);
-    await dialog.command('DATA');
-    dialog.write('Subject: hello\r\n\r\nlegitimate mail\r\n.\r\n');
-    const final = await dialog.reply();
+    expect((await dialog.reply(30_000)).code).toBe(220);
+    await dialog.command('EHLO legit.example', 30_000);
+    for (const line of ['MAIL FROM:<a@legit.example>', `RCPT TO:<${recipient}>`, 'DATA']) {
+      const reply = await dialog.command(line, 30_000);
+      if (reply.code >= 400) {
+        await dialog.command('QUIT');
+        return reply.code;
+      }
+    }
+    dialog.write(`Subject: hello\r\n\r\nlegitimate mail\r\n${'x'.repeat(bodyBytes)}\r\n.\r\n`);
+    const final = await dialog.reply(30_000);
     await dialog.command('QUIT');
     return final.code;
   } finally {

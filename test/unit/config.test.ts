@@ -68,9 +68,23 @@ describe('policy', () => {
     if (!env.ok) expect(formatProblem(env.problems[0]!)).toMatch(/^environment PUSHBACK_LISTEN: server\.listen: expected host:port/);
   });
 
-  it('loads the sample config/policy.yaml without problems', async () => {
+  it('loads the sample config/policy.yaml without problems, and it shows exactly the built-in defaults', async () => {
     const result = await loadPolicyFile(join(import.meta.dirname, '../../config/policy.yaml'), {});
     expect(result.ok ? [] : result.problems.map(formatProblem)).toEqual([]);
+    const defaults = defaultPolicy({});
+    if (result.ok && defaults.ok) expect(result.policy).toEqual(defaults.policy);
+  });
+
+  it('refuses a bad CIDR in the allow or deny list at its line', () => {
+    const result = parsePolicyText('pushback:\n  allow:\n    - 192.0.2.0/24\n    - 192.0.2.1/24\n  deny: [not-an-address]\n', 'p.yaml', {});
+    expect(result.ok).toBe(false);
+    if (!result.ok) {
+      const lines = result.problems.map(formatProblem);
+      expect(lines).toEqual([
+        expect.stringMatching(/^p\.yaml:4:\d+: pushback\.allow\.1: /),
+        expect.stringMatching(/^p\.yaml:5:\d+: pushback\.deny\.0: /),
+      ]);
+    }
   });
 
   it('reports an unreadable file', async () => {
