@@ -12,6 +12,8 @@ import { PrefixAggregator } from './detect/prefix.js';
 import { observationFromRecord, SfdsAggregator } from './detect/sfds.js';
 import { UpstreamPressure } from './detect/upstream-pressure.js';
 import { TarpitSlots } from './enforce/tarpit-slots.js';
+import { SpoolSink } from './quarantine/quarantine-sink.js';
+import { QuarantineSpool } from './quarantine/spool.js';
 import { Screen } from './policy/screen.js';
 import type { SessionRecord } from './session/record.js';
 import { SmtpListener } from './smtp/listener.js';
@@ -72,6 +74,8 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     }
   });
 
+  const spool = await openSpool(policy, logger);
+
   let listener: SmtpListener | undefined;
   const effectiveStatus = (): ServerStatus => {
     const status = monitor.current().status;
@@ -96,6 +100,7 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     tarpitActive: () => tarpits.active,
     status: () => monitor.current(),
     sharedStore: () => health.counters(),
+    quarantine: () => spool?.stats(),
   });
   const screen = new Screen({
     policy: () => holder.current(),
@@ -108,12 +113,14 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     },
     logger,
     metrics,
+    quarantineAvailable: () => spool !== undefined,
   });
   listener = new SmtpListener({
     policy,
     logger,
     screen,
     tarpits,
+    ...(spool ? { quarantine: new SpoolSink(spool, logger, metrics.quarantineSink) } : {}),
     observer: {
       pair(source, kind) {
         recorder.record(source, kind === 'normal' ? 1 : 0, kind === 'abnormal' ? 1 : 0);
@@ -197,9 +204,27 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
       await Promise.all([listener?.close(), admin.close()]);
       monitor.stop();
       await recorder.stop();
+      await spool?.close();
       await closeShared();
     },
   };
+}
+
+/**
+ * The quarantine spool, cleaned of what a crash left half-written. A spool that cannot be opened
+ * (no such directory, no permission, held by another process) does not stop the proxy: quarantine
+ * verdicts then defer at RCPT, and the log says why.
+ */
+async function openSpool(policy: Policy, logger: Logger): Promise<QuarantineSpool | undefined> {
+  try {
+    const spool = await QuarantineSpool.open(policy.quarantine.spoolDir, { maxBytes: policy.quarantine.maxBytes, maxMessages: policy.quarantine.maxMessages }, { hostname: policy.server.hostname });
+    const report = spool.openReport;
+    logger.info({ spoolDir: policy.quarantine.spoolDir, ...spool.stats(), cleanedAtStart: report }, 'quarantine spool open');
+    return spool;
+  } catch (error) {
+    logger.error({ err: error, spoolDir: policy.quarantine.spoolDir }, 'quarantine spool unavailable: quarantine verdicts defer (450) instead');
+    return undefined;
+  }
 }
 
 interface Detectors {

@@ -9,6 +9,8 @@ export interface ScrapeSources {
   tarpitActive(): number;
   status(): StatusSnapshot;
   sharedStore(): { roundTrips: number; errors: number; outages: number };
+  /** The quarantine spool's entries and bytes, undefined when it is not open. */
+  quarantine(): { entries: number; bytes: number } | undefined;
 }
 
 export class ProxyMetrics {
@@ -20,6 +22,7 @@ export class ProxyMetrics {
   private readonly verdicts: Counter<'action' | 'detector'>;
   private readonly decisions: Counter<'action' | 'enforced'>;
   private readonly kvErrors: Counter;
+  private readonly quarantineEvents: Counter<'event'>;
   private readonly upstreamReply: Histogram<'step'>;
   private readonly upstreamReplyByStep = new Map<string, { observe(seconds: number): void }>();
 
@@ -33,6 +36,14 @@ export class ProxyMetrics {
     this.verdicts = new Counter({ name: 'pushback_verdicts_total', help: 'Verdicts found and stored for a source or prefix, by action and strongest detector', labelNames: ['action', 'detector'], registers });
     this.decisions = new Counter({ name: 'pushback_actions_total', help: 'Decisions at connect by action; enforced="false" in observe mode', labelNames: ['action', 'enforced'], registers });
     this.kvErrors = new Counter({ name: 'pushback_verdict_store_errors_total', help: 'Verdict store calls that failed or timed out (the screen then fails open)', registers });
+    this.quarantineEvents = new Counter({
+      name: 'pushback_quarantine_events_total',
+      help: 'Quarantine events: accepted, refused_full, refused_failed, released, retried, rejected, expired',
+      labelNames: ['event'],
+      registers,
+    });
+    new Gauge({ name: 'pushback_quarantine_entries', help: 'Messages held in the quarantine spool', registers, collect() { this.set(sources.quarantine()?.entries ?? 0); } });
+    new Gauge({ name: 'pushback_quarantine_bytes', help: 'Bytes held in the quarantine spool', registers, collect() { this.set(sources.quarantine()?.bytes ?? 0); } });
     new Gauge({ name: 'pushback_tarpit_active', help: 'Sessions tarpitted now', registers, collect() { this.set(sources.tarpitActive()); } });
     this.upstreamReply = new Histogram({
       name: 'pushback_upstream_reply_seconds',
@@ -84,6 +95,19 @@ export class ProxyMetrics {
   kvError(): void {
     this.kvErrors.inc();
   }
+
+  /** Counters of the quarantine stage, in the shapes its parts take them. */
+  readonly quarantineSink = {
+    accepted: (): void => this.quarantineEvents.inc({ event: 'accepted' }),
+    refused: (reason: 'full' | 'failed'): void => this.quarantineEvents.inc({ event: `refused_${reason}` }),
+  };
+
+  readonly quarantineRelease = {
+    released: (): void => this.quarantineEvents.inc({ event: 'released' }),
+    retried: (): void => this.quarantineEvents.inc({ event: 'retried' }),
+    rejected: (): void => this.quarantineEvents.inc({ event: 'rejected' }),
+    expired: (): void => this.quarantineEvents.inc({ event: 'expired' }),
+  };
 
   command(): void {
     this.commands.inc();

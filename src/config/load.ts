@@ -27,6 +27,7 @@ export const ENV_OVERRIDES: ReadonlyArray<{ variable: string; path: readonly str
   { variable: 'PUSHBACK_ADMIN', path: ['admin', 'listen'] },
   { variable: 'PUSHBACK_REDIS_URL', path: ['state', 'redisUrl'] },
   { variable: 'PUSHBACK_SPOOL_DIR', path: ['quarantine', 'spoolDir'] },
+  { variable: 'PUSHBACK_ADMIN_TOKEN', path: ['quarantine', 'adminToken'] },
 ];
 
 export function formatProblem(problem: PolicyProblem): string {

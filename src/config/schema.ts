@@ -129,9 +129,49 @@ const entropySchema = z
     path: ['windowSeconds'],
   });
 
+const clockTime = z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$|^24:00$/, 'expected HH:MM (00:00 to 24:00)');
+const dayName = z.enum(['*', 'sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat']);
+
 const quarantineSchema = z.strictObject({
-  /** PUSHBACK_SPOOL_DIR overrides it. */
+  /** One spool per node (PUSHBACK_SPOOL_DIR overrides it); each node releases its own. */
   spoolDir: z.string().min(1).default('/var/spool/smtp-pushback'),
+  /** Spool limits: when either is reached the proxy defers (452) instead of accepting. */
+  maxBytes: positiveInt.default(1_073_741_824),
+  maxMessages: positiveInt.default(10_000),
+  /** Bearer token for admin calls that change the quarantine (PUSHBACK_ADMIN_TOKEN overrides it). */
+  adminToken: z.string().min(16, 'use at least 16 characters').nullable().default(null),
+  release: z.strictObject({
+    /** When release may run: the off-peak windows, in this time zone (IANA name). */
+    timeZone: z.string().min(1).refine((zone) => {
+      try {
+        new Intl.DateTimeFormat('en-US', { timeZone: zone });
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'unknown time zone').default('UTC'),
+    windows: z.array(z.strictObject({
+      days: z.array(dayName).min(1).default(['*']),
+      from: clockTime,
+      to: clockTime,
+    })).default([{ days: ['*'], from: '22:00', to: '06:00' }]),
+    /** How often the scheduler looks for mail to release. */
+    intervalSeconds: positiveInt.default(30),
+    /** Release rate and concurrency, so release never becomes the next flood. */
+    messagesPerSecond: z.number().positive().default(5),
+    concurrency: positiveInt.default(2),
+    /** Release only while Postfix's median reply time is below this. */
+    maxUpstreamLatencyMs: positiveInt.default(1_000),
+    /** Retry after a 4xx: exponential from base to max (Postfix: minimal/maximal_backoff_time). */
+    backoffBaseSeconds: positiveInt.default(300),
+    backoffMaxSeconds: positiveInt.default(4_000),
+    /** Entries older than this are expired (Postfix: maximal_queue_lifetime = 5d). */
+    maxAgeHours: z.number().positive().default(120),
+    /** A source deny-listed or still under a verdict at release time: keep holding, or expire the entry. */
+    whenStillSuspect: z.enum(['hold', 'expire']).default('hold'),
+    /** Send a DSN to the sender when Postfix rejects released mail (5xx). Off: bouncing suspect mail is backscatter. */
+    bounceRejected: z.boolean().default(false),
+  }).prefault({}),
 });
 
 const logSchema = z.strictObject({

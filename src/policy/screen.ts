@@ -40,6 +40,8 @@ export interface ScreenDependencies {
   sfds: (source: string, nowMs: number) => SfdsFinding | undefined;
   logger: Logger;
   metrics: ScreenMetrics;
+  /** Whether the quarantine spool is open; without it quarantine verdicts defer at RCPT instead. */
+  quarantineAvailable: () => boolean;
   now?: () => number;
 }
 
@@ -218,9 +220,11 @@ export class Screen implements SessionScreen {
       case 'reject':
         return { action: 'reject', greetDelayMs: 0, replyDelayMs: 0, label, refuse: { code: 554, text: `5.7.1 ${host} Service refused` } };
       case 'quarantine':
-        // Quarantine needs the spool stage; until it is wired, such mail is deferred at RCPT (450), so the
-        // sender retries and nothing is lost or reaches Postfix in the meantime.
-        return { action: 'quarantine', greetDelayMs, replyDelayMs: 0, label, refuseRecipients: { code: 450, text: '4.7.1 Service temporarily unavailable, try again later' } };
+        // Without a spool (it could not be opened), such mail is deferred at RCPT (450): the sender
+        // retries and nothing is lost or reaches Postfix meanwhile.
+        return this.deps.quarantineAvailable()
+          ? { action: 'quarantine', greetDelayMs, replyDelayMs: 0, label, quarantine: { reasons: verdict.reasons, score: verdict.score } }
+          : { action: 'quarantine', greetDelayMs, replyDelayMs: 0, label, refuseRecipients: { code: 450, text: '4.7.1 Service temporarily unavailable, try again later' } };
     }
   }
 

@@ -97,6 +97,19 @@ export class SessionRelay {
     }
   }
 
+  /**
+   * Drops the open upstream transaction (its message went to the quarantine instead): RSET now,
+   * without waiting; the next command queues behind its reply.
+   */
+  resetTransaction(): void {
+    if (!this.transactionOpen || !this.upstream?.usable) return;
+    this.transactionOpen = false;
+    const upstream = this.upstream;
+    upstream.command('RSET', 'rset').then((reply) => {
+      if (reply.code !== 250) upstream.destroy();
+    }, () => upstream.destroy());
+  }
+
   /** End of the client session: QUIT upstream if we still have it. */
   close(): void {
     this.upstream?.quit();

@@ -2,7 +2,7 @@
 // Built up by the listener; the summary functions here are pure so they can be tested alone.
 import type { PairCounts } from '../smtp/pair-tracker.js';
 
-export type TransactionOutcome = 'relayed' | 'rejected' | 'deferred' | 'aborted' | 'incomplete';
+export type TransactionOutcome = 'relayed' | 'quarantined' | 'rejected' | 'deferred' | 'aborted' | 'incomplete';
 
 export interface TransactionRecord {
   from: string;
@@ -15,6 +15,8 @@ export interface TransactionRecord {
   reply?: string;
   bytes?: number;
   dataMs?: number;
+  /** The quarantine entry, when the message was held instead of relayed. */
+  quarantineId?: string;
 }
 
 export type SessionEnd = 'quit' | 'dropped' | 'idle-timeout' | 'deadline' | 'refused' | 'early-talker' | 'too-many-clients' | 'server-shutdown';
@@ -67,7 +69,7 @@ export interface SessionRecord {
  * transaction was started, the way it ended (refused, early talker, timeout ...).
  */
 export function sessionOutcome(transactions: TransactionRecord[], end: SessionEnd): SessionRecord['outcome'] {
-  const ranking: TransactionOutcome[] = ['relayed', 'deferred', 'rejected', 'aborted', 'incomplete'];
+  const ranking: TransactionOutcome[] = ['relayed', 'quarantined', 'deferred', 'rejected', 'aborted', 'incomplete'];
   for (const outcome of ranking) {
     if (transactions.some((transaction) => transaction.outcome === outcome)) return outcome;
   }

@@ -32,6 +32,24 @@ export interface SessionScreen {
   atConnect(client: { address: string; port: number }): Promise<ScreenDecision>;
 }
 
+/** The quarantine stage, as the listener sees it: durable acceptance of one message. */
+export interface QuarantineSink {
+  /** Whether a message of this size (0: unknown) fits now. */
+  canAccept(sizeBytes: number): boolean;
+  /** Resolves only once the message and its metadata are durable (fsynced). */
+  store(entry: QuarantineEntry, message: NodeJS.ReadableStream): Promise<QuarantineResult>;
+}
+
+export interface QuarantineEntry {
+  client: { address: string; port: number; hostname?: string; helo: string };
+  mailFrom: { address: string; params: Record<string, string | true> };
+  recipients: string[];
+  verdict: { reasons: string[]; score: number };
+  protocol: string;
+}
+
+export type QuarantineResult = { stored: true; id: string } | { stored: false; reason: 'full' | 'client-gone' | 'failed'; detail: string };
+
 /** The cap on sessions tarpitted at once (OpenBSD spamd's -B). */
 export interface TarpitSlots {
   tryEnter(): boolean;
@@ -46,6 +64,7 @@ export interface ListenerDependencies {
   admission?: () => RelayReply | undefined;
   screen?: SessionScreen;
   tarpits?: TarpitSlots;
+  quarantine?: QuarantineSink;
 }
 
 export class SmtpListener {
@@ -194,6 +213,16 @@ export class SmtpListener {
     const transaction: TransactionRecord = { from: address.address, rcpt: [], rejected: [], outcome: 'incomplete' };
     live.current = transaction;
     live.transactions.push(transaction);
+    live.mailParams = (address.args || {}) as Record<string, string | true>;
+    const declaredBytes = Number((address.args as Record<string, unknown> | undefined)?.SIZE ?? 0) || 0;
+    if (live.decision.quarantine && this.deps.quarantine && !this.deps.quarantine.canAccept(declaredBytes)) {
+      // Full quarantine: the sender retries later rather than losing mail or having it relayed.
+      return this.answer(live, Promise.resolve(SPOOL_FULL), (result) => {
+        transaction.outcome = 'deferred';
+        transaction.reply = `${result.code} ${result.text}`;
+        callback(smtpError(result));
+      }, callback);
+    }
     const reply = live.decision.refuseRecipients
       // Every recipient will be refused: no need to cost Postfix a connection for this transaction.
       ? Promise.resolve<RelayReply>({ code: 250, text: 'Accepted' })
@@ -236,7 +265,11 @@ export class SmtpListener {
     const started = performance.now();
     const limit = this.deps.policy.limits.maxMessageBytes;
     const abortReason = (): string | undefined => (stream.sizeExceeded ? `message over ${limit} bytes` : undefined);
-    const relayed = live.relay.data(stream, abortReason).then((reply) => {
+    const quarantine = live.decision.quarantine && this.deps.quarantine;
+    const delivered = quarantine
+      ? this.quarantineMessage(live, session, transaction, stream, quarantine)
+      : live.relay.data(stream, abortReason);
+    const relayed = delivered.then((reply) => {
       // The client answered our 354 only if its message reached the final dot.
       if (live.messageEnded(stream.byteLength, stream.readableEnded)) this.deps.observer.pair(live.client, 'normal');
       return reply;
@@ -251,11 +284,40 @@ export class SmtpListener {
         transaction.reply = `552 5.3.4 Error: message exceeds fixed maximum message size ${limit}`;
         return callback(smtpError({ code: 552, text: transaction.reply.slice(4) }));
       }
-      transaction.outcome = reply.failure && !stream.readableEnded ? 'aborted' : dataOutcome(reply.code);
+      transaction.outcome = reply.failure && !stream.readableEnded ? 'aborted' : quarantine && reply.code === 250 ? 'quarantined' : dataOutcome(reply.code);
       transaction.reply = `${reply.code} ${reply.text}`;
       if (reply.code < 400) return callback(null, reply.text);
       callback(smtpError(reply));
     }, callback);
+  }
+
+  /**
+   * Writes the message to the quarantine instead of relaying it; 250 only once it is durable. The
+   * recipients were checked live with Postfix, whose open transaction is reset now.
+   */
+  private async quarantineMessage(
+    live: LiveSession,
+    session: SMTPServerSession,
+    transaction: TransactionRecord,
+    stream: SMTPServerDataStream,
+    sink: QuarantineSink,
+  ): Promise<RelayReply> {
+    live.relay.resetTransaction();
+    const verdict = live.decision.quarantine ?? { reasons: [], score: 0 };
+    const entry: QuarantineEntry = {
+      client: { address: live.client, port: live.connection.remotePort, helo: live.helo ?? '' , ...(live.clientName ? { hostname: live.clientName } : {}) },
+      mailFrom: { address: transaction.from, params: live.mailParams },
+      recipients: [...transaction.rcpt],
+      verdict,
+      protocol: session.openingCommand === 'HELO' ? 'SMTP' : 'ESMTP',
+    };
+    const result = await sink.store(entry, stream);
+    if (result.stored) {
+      transaction.quarantineId = result.id;
+      return { code: 250, text: `2.0.0 Ok: queued as ${result.id}` };
+    }
+    if (result.reason === 'full') return SPOOL_FULL;
+    return { code: 451, text: '4.3.0 Error: message not stored, try again later', failure: `${result.reason}: ${result.detail}` };
   }
 
   /** Hands a reply to smtp-server, after the tarpit's delay when the session is tarpitted. */
@@ -303,6 +365,8 @@ export class SmtpListener {
     return { trace, debug: observe, info: observe, warn: trace, error: trace, fatal: trace };
   }
 }
+
+const SPOOL_FULL: RelayReply = { code: 452, text: '4.3.1 Insufficient system storage, try again later' };
 
 /** Runs fn after ms (at once when 0); the timer does not keep the process alive. */
 function later(ms: number, fn: () => void): void {

@@ -29,6 +29,8 @@ export interface ScreenDecision {
   refuse?: RelayReply;
   /** Refuse every recipient with this reply, without opening the upstream (450 defer at RCPT). */
   refuseRecipients?: RelayReply;
+  /** Accept the mail into the quarantine instead of relaying it (recipients still checked live with Postfix). */
+  quarantine?: { reasons: string[]; score: number };
   /** For the session log: "pass", "pass:proven", "tarpit", "observe:defer" ... */
   label: string;
 }
@@ -59,6 +61,8 @@ export class LiveSession {
   packets = 0;
   helo?: string;
   clientName?: string;
+  /** MAIL FROM parameters of the current transaction, kept for the quarantine record. */
+  mailParams: Record<string, string | true> = {};
 
   constructor(
     readonly connection: SmtpConnectionHandle,

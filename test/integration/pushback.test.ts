@@ -105,14 +105,20 @@ describe('pushback', () => {
     expect(test.sessions[1]?.pairs).toEqual({ normal: 0, abnormal: 0 });
   });
 
-  it('holds back a single source sending complete sessions at a high rate (SFDS) without losing its mail', async () => {
+  it('quarantines the mail of a single source sending complete sessions at a high rate (SFDS)', async () => {
     const test = await start('pushback: { sfds: { sets: [{ name: fast, periodSeconds: 3600, minMeanPacketBytes: 60, minFlowsPerPeriod: 20, minDurationPeriods: 0 }] } }\n');
     const codes = await inParallel(40, 1, () => completeSession(test.port, '127.13.0.1', 'b@example.test', 2_000));
-    // The first 21 sessions make the flood; once SFDS fires the rest are held with 450 at RCPT
-    // (quarantine, until the spool stage is in place), never a 5xx, and never reach Postfix.
-    expect(codes.slice(0, 21).every((code) => code === 250)).toBe(true);
-    expect(codes.slice(22).every((code) => code === 450)).toBe(true);
+    // Every message is accepted (nothing lost, nothing bounced), but once SFDS has fired (after 21
+    // sessions in the period) they go to the quarantine, durable, instead of to Postfix.
+    expect(codes.every((code) => code === 250)).toBe(true);
     expect(upstream!.messages.length).toBeLessThanOrEqual(22);
+    await test.waitForSessions(40);
+    const quarantined = test.sessions.filter((record) => record.outcome === 'quarantined');
+    expect(quarantined.length).toBe(40 - upstream!.messages.length);
+    expect(quarantined.every((record) => record.transactions[0]?.reply?.startsWith('250 2.0.0 Ok: queued as '))).toBe(true);
+    expect(await metric(test, /^pushback_quarantine_entries /)).toBe(quarantined.length);
+    // The recipients were still checked with Postfix, live, before the message went to the spool.
+    expect(upstream!.commands.filter((line) => line.startsWith('RCPT')).length).toBe(40);
     expect(await metric(test, /^pushback_verdicts_total\{action="quarantine",detector="sfds"\}/)).toBe(1);
     const top = (await (await fetch(`http://127.0.0.1:${test.proxy.adminAddress.port}/sources?top=5`)).json()) as { sources: Array<{ source: string; flows: number; meanPacketBytes: number }> };
     expect(top.sources[0]).toMatchObject({ source: '127.13.0.1', flows: 40, set: 'fast' });

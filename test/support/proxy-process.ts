@@ -22,7 +22,7 @@ export async function startProxyProcess(policyYaml: string, env: NodeJS.ProcessE
   const policyFile = join(dir, 'policy.yaml');
   writeFileSync(policyFile, policyYaml);
   const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'serve', '--config', policyFile], {
-    env: { ...process.env, PUSHBACK_LISTEN: '127.0.0.1:0', PUSHBACK_ADMIN: '127.0.0.1:0', ...env },
+    env: { ...process.env, PUSHBACK_LISTEN: '127.0.0.1:0', PUSHBACK_ADMIN: '127.0.0.1:0', PUSHBACK_SPOOL_DIR: join(dir, 'spool'), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';

@@ -1,5 +1,8 @@
 // Starts the real proxy in-process on an ephemeral port, with a policy given as YAML text, and
 // collects its session records, so tests assert on what an operator would read in the log.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parsePolicyText } from '../../src/config/load.js';
 import type { Policy } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
@@ -20,6 +23,8 @@ export async function startTestProxy(upstreamAddress: string, yaml = '', env: No
   const result = parsePolicyText(yaml, 'test-policy.yaml', {
     PUSHBACK_LISTEN: '127.0.0.1:0',
     PUSHBACK_ADMIN: '127.0.0.1:0',
+    // A spool of its own per proxy: the spool is locked to one process.
+    PUSHBACK_SPOOL_DIR: mkdtempSync(join(tmpdir(), 'pushback-spool-')),
     PUSHBACK_UPSTREAM: upstreamAddress,
     ...env,
   });
