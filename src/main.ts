@@ -12,7 +12,9 @@ import { PrefixAggregator } from './detect/prefix.js';
 import { observationFromRecord, SfdsAggregator } from './detect/sfds.js';
 import { UpstreamPressure } from './detect/upstream-pressure.js';
 import { TarpitSlots } from './enforce/tarpit-slots.js';
+import { quarantineRoutes } from './admin/quarantine-routes.js';
 import { SpoolSink } from './quarantine/quarantine-sink.js';
+import { ReleaseScheduler } from './quarantine/release-scheduler.js';
 import { QuarantineSpool } from './quarantine/spool.js';
 import { Screen } from './policy/screen.js';
 import type { SessionRecord } from './session/record.js';
@@ -144,8 +146,19 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
       : undefined,
   });
 
+  const scheduler = spool && new ReleaseScheduler({
+    spool,
+    policy: () => holder.current(),
+    status: effectiveStatus,
+    upstreamLatencyMs: () => pressure.reading(Date.now()).medianLatencyMs,
+    stillSuspect: (address) => screen.stillSuspect(address),
+    logger,
+    metrics: metrics.quarantineRelease,
+  });
+
   recorder.start();
   await monitor.start();
+  await scheduler?.start();
   let listening = false;
   const admin = new AdminServer({
     status: () => {
@@ -158,11 +171,14 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
         policy: holder.state,
         sessionsActive: listener?.activeSessions ?? 0,
         tarpitActive: tarpits.active,
+        quarantine: spool && scheduler ? { ...spool.stats(), release: scheduler.state() } : null,
       };
     },
     metrics: () => metrics.render(),
     ready: () => listening,
     routes: [
+      // Changes need the bearer token; read from the current policy, so a reload can rotate it.
+      ...(spool && scheduler ? quarantineRoutes({ spool, release: (ids, options) => scheduler.release(ids, options) }, () => holder.current().quarantine.adminToken) : []),
       (request, url) => {
         if (request.method !== 'GET' || url.pathname !== '/sources') return undefined;
         const top = Math.min(1_000, Math.max(1, Number(url.searchParams.get('top') ?? 20) || 20));
@@ -203,6 +219,7 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
       holder.stop();
       await Promise.all([listener?.close(), admin.close()]);
       monitor.stop();
+      await scheduler?.stop();
       await recorder.stop();
       await spool?.close();
       await closeShared();

@@ -270,17 +270,16 @@ async function readHeaders(open: () => Promise<Readable>, maxBytes: number, time
     for await (const chunk of stream) {
       chunks.push(chunk as Buffer);
       length += (chunk as Buffer).length;
-      const end = headerEnd(Buffer.concat(chunks));
-      if (end !== undefined || length >= maxBytes) break;
+      if (length >= maxBytes || headerEnd(Buffer.concat(chunks)) !== undefined) break;
     }
   } finally {
     clearTimeout(timer);
     stream.destroy();
   }
   const all = Buffer.concat(chunks);
-  const end = headerEnd(all);
-  const cut = Math.min(end ?? all.length, maxBytes);
-  return { headers: all.subarray(0, cut).toString('utf8'), truncated: end === undefined || end > maxBytes };
+  // No blank line in a short message: it is all header. In a long one: we stopped looking.
+  const end = headerEnd(all) ?? (length < maxBytes ? all.length : undefined);
+  return { headers: all.subarray(0, Math.min(end ?? maxBytes, maxBytes)).toString('utf8'), truncated: end === undefined || end > maxBytes };
 }
 
 /** Offset just past the header section's last line ending, or undefined when the blank line is not in `bytes`. */

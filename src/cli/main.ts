@@ -5,6 +5,7 @@ import { defaultPolicy, formatProblem, loadPolicyFile, type PolicyResult } from 
 import { formatHostPort } from '../util/host-port.js';
 import { runEntropyCommand } from './entropy-command.js';
 import { fetchStatus, formatStatus } from './status-command.js';
+import { registerQuarantineCommands } from './quarantine-command.js';
 import { fetchTopSources, formatTopSources } from './top-command.js';
 import { createLogger } from '../log.js';
 import { startProxy } from '../main.js';
@@ -120,5 +121,7 @@ function exitWithProblems(result: Extract<PolicyResult, { ok: false }>): void {
   for (const problem of result.problems) process.stderr.write(`${formatProblem(problem)}\n`);
   process.exitCode = 1;
 }
+
+registerQuarantineCommands(program, adminAddress);
 
 await program.parseAsync(process.argv);

@@ -40,6 +40,8 @@ interface ReleaseResult {
 
 class CommandError extends Error {}
 
+const RESULT_ROWS_SHOWN = 100;
+
 export function registerQuarantineCommands(program: Command, adminAddress: AdminAddressLookup, io: QuarantineIo = processIo): Command {
   const quarantine = program.command('quarantine').description("a running proxy's quarantine, through its admin listener");
 
@@ -48,12 +50,12 @@ export function registerQuarantineCommands(program: Command, adminAddress: Admin
     .option('-c, --config <file>', 'policy file to take admin.listen from', io.env.PUSHBACK_POLICY)
     .option('--token <token>', 'admin token for changes (default: PUSHBACK_ADMIN_TOKEN, which keeps it out of ps)')
     .option('--json', 'print JSON instead of a table')
-    .option('--timeout <seconds>', 'give up on the admin listener after this long', positiveSeconds, timeoutSeconds);
+    .option('--timeout <seconds>', 'give up on the admin listener after this long', positiveNumber, timeoutSeconds);
 
   /** Resolves the listener, runs the work, and turns any failure into one line and exit code 1. */
-  const action = <A extends unknown[]>(work: (client: AdminClient, options: CommonOptions, ...args: A) => Promise<void>) =>
+  const action = <O extends CommonOptions, A extends unknown[]>(work: (client: AdminClient, options: O, ...args: A) => Promise<void>) =>
     async (...args: unknown[]): Promise<void> => {
-      const options = (args.at(-1) as Command).opts<CommonOptions>();
+      const options = (args.at(-1) as Command).opts<O>();
       const address = await adminAddress(options);
       if (!address) return;
       const client = new AdminClient(address, options.token ?? io.env.PUSHBACK_ADMIN_TOKEN, options.timeout * 1000);
@@ -69,7 +71,7 @@ export function registerQuarantineCommands(program: Command, adminAddress: Admin
     .option('--source <cidr>', 'only clients inside this prefix (or this address)')
     .option('--since <time>', 'only entries received since: ISO 8601, epoch ms, or an age like 12h')
     .option('--state <state>', 'only entries in this state: held, releasing, released, rejected')
-    .option('--limit <n>', 'at most this many entries (the proxy caps it at 10000)', positiveSeconds, 1000)
+    .option('--limit <n>', 'at most this many entries (the proxy caps it at 10000)', positiveNumber, 1000)
     .action(action(async (client, options: CommonOptions & { source?: string; since?: string; state?: string; limit: number }) => {
       const query = new URLSearchParams({ limit: String(Math.round(options.limit)) });
       if (options.source) query.set('source', options.source);
@@ -86,7 +88,7 @@ export function registerQuarantineCommands(program: Command, adminAddress: Admin
     }));
 
   common(quarantine.command('release').description('hand entries to Postfix: at the next off-peak window, or --now')
-    .argument('[ids...]', 'entry ids'), 120)
+    .argument('[ids...]', 'entry ids (held ones, or rejected ones to try again)'), 120)
     .option('--source <cidr>', 'every held entry from clients inside this prefix')
     .option('--all', 'every held entry')
     .option('--now', 'skip the off-peak wait and the load checks')
@@ -180,7 +182,7 @@ function describeFetchError(error: Error, address: string, timeoutMs: number): s
   return `cannot reach the admin listener at ${address}: ${cause?.code ?? cause?.message ?? error.message}`;
 }
 
-function positiveSeconds(value: string): number {
+function positiveNumber(value: string): number {
   const number = Number(value);
   if (value.trim() === '' || !Number.isFinite(number) || number <= 0) throw new InvalidArgumentError('expected a positive number');
   return number;
@@ -248,6 +250,8 @@ export function formatReleaseResults(results: readonly ReleaseResult[]): string 
   const counts = new Map<string, number>();
   for (const result of results) counts.set(result.outcome, (counts.get(result.outcome) ?? 0) + 1);
   const summary = [...counts].map(([outcome, count]) => `${count} ${outcome}`).join(', ');
+  // A bulk release can name a million entries: past a screenful only the counts help (--json has every one).
+  if (results.length > RESULT_ROWS_SHOWN) return `${summary} (${results.length} entries; --json lists each)\n`;
   return table(['id', 'outcome', 'detail'], results.map((result) => [result.id, result.outcome, result.detail ?? '']), new Set()) + `${summary}\n`;
 }
 

@@ -90,6 +90,24 @@ export class Screen implements SessionScreen {
     return this.toDecision(verdict, status, policy);
   }
 
+  /**
+   * Why a source should not have its quarantined mail released now (deny-listed, or under a verdict
+   * for it or a prefix holding it), or undefined. Asked by the release scheduler before each release.
+   */
+  async stillSuspect(address: string): Promise<string | undefined> {
+    const pushback = this.deps.policy().pushback;
+    const canonical = canonicalAddress(address);
+    const denied = this.listsFor(pushback).deny.match(canonical);
+    if (denied !== undefined) return `deny list ${denied}`;
+    const scopes = this.scopesOf(canonical, pushback);
+    const nowMs = this.now();
+    const verdict = mostSevere((await this.read(scopes.map((scope) => `v:${scope}`), nowMs)).map(parseVerdict));
+    if (verdict && verdict.action !== 'pass' && (verdict.expiresAtMs ?? 0) > nowMs) {
+      return `${verdict.action} verdict for ${verdict.scope} (${verdict.detector})`;
+    }
+    return undefined;
+  }
+
   /** Learns from a finished session; resolves once its counters and any new verdict are stored. */
   async sessionEnded(record: SessionRecord): Promise<void> {
     const policy = this.deps.policy();
