@@ -1,7 +1,7 @@
 // Composition root: builds every stage from the policy and wires them together (accept → screen →
 // relay → account). Nothing else creates long-lived objects; tests and benchmarks start the proxy
 // through startProxy() too.
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { json, AdminServer } from './admin/http-server.js';
 import { ProxyMetrics } from './admin/metrics.js';
@@ -91,10 +91,15 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     statusIntervalMs: policy.entropy.statusIntervalMs,
     readTimeoutMs: policy.state.commandTimeoutMs,
     topSources: policy.entropy.topSources,
-    // Under stress idle clients get a short timeout, as Postfix's smtpd_timeout = ${stress?10}s.
-    onSnapshot: () => listener?.setIdleTimeoutSeconds(effectiveStatus() <= 0
-      ? Math.min(holder.current().pushback.stressIdleTimeoutSeconds, policy.limits.idleTimeoutSeconds)
-      : policy.limits.idleTimeoutSeconds),
+    onSnapshot: () => {
+      // A reply unanswered this long is an abnormal pair now, not only when the client finally goes:
+      // an idle flood shows in the status within seconds, not after the idle timeout.
+      listener?.expireUnansweredPairs(Date.now(), policy.entropy.pairTimeoutSeconds * 1000);
+      // Under stress idle clients get a short timeout, as Postfix's smtpd_timeout = ${stress?10}s.
+      listener?.setIdleTimeoutSeconds(effectiveStatus() <= 0
+        ? Math.min(holder.current().pushback.stressIdleTimeoutSeconds, policy.limits.idleTimeoutSeconds)
+        : policy.limits.idleTimeoutSeconds);
+    },
   });
   const tarpits = new TarpitSlots(() => holder.current().pushback.tarpit.maxConcurrent);
   const metrics = new ProxyMetrics({
@@ -135,10 +140,12 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
       },
       sessionEnded(record) {
         metrics.sessionEnded(record);
+        hooks.onSessionEnd?.(record);
+        // A client that reset before its address was known leaves nothing to learn from.
+        if (net.isIP(record.client) === 0) return;
         const nowMs = Date.now();
         detectors.sfds.observe(observationFromRecord(record, nowMs), nowMs);
         screen.sessionEnded(record).catch((error: Error) => logger.error({ err: error, session: record.session }, 'screen failed to learn from a session'));
-        hooks.onSessionEnd?.(record);
       },
     },
     admission: () => policy.state.whenUnavailable === 'closed' && health.degraded

@@ -115,6 +115,11 @@ const entropySchema = z
     bucketSeconds: positiveInt.default(1),
     /** delta: |D| <= delta is critical (0), D > delta safe (1), D < -delta danger (-1). */
     deltaBits: z.number().nonnegative().default(0.5),
+    /**
+     * A reply the client has not answered for this long counts as an abnormal pair at once (the
+     * paper's time-out), even while the session waits on until the idle timeout.
+     */
+    pairTimeoutSeconds: positiveInt.default(10),
     /** Below this many pairs in the window the server is quiet, and quiet is safe. */
     minPairs: nonNegativeInt.default(20),
     /** How often the status is recomputed (one Redis read each time). */

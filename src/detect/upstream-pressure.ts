@@ -30,11 +30,17 @@ const MAX_SAMPLES = 10_000;
 
 export class UpstreamPressure {
   private samples: Sample[] = [];
+  private cached: { atMs: number; reading: PressureReading } | undefined;
 
-  constructor(private options: UpstreamPressureOptions) {}
+  /**
+   * @param recomputeEveryMs a reading is reused this long: sessions ask at every connect, and the
+   *   median sorts the whole window, which under load is thousands of replies.
+   */
+  constructor(private options: UpstreamPressureOptions, private readonly recomputeEveryMs = 250) {}
 
   reconfigure(options: UpstreamPressureOptions): void {
     this.options = options;
+    this.cached = undefined;
   }
 
   record(latencyMs: number, code: number | undefined, nowMs: number): void {
@@ -43,10 +49,12 @@ export class UpstreamPressure {
   }
 
   reading(nowMs: number): PressureReading {
+    if (this.cached && nowMs >= this.cached.atMs && nowMs - this.cached.atMs < this.recomputeEveryMs) return this.cached.reading;
     const since = nowMs - this.options.windowSeconds * 1000;
     const firstLive = this.samples.findIndex((sample) => sample.atMs >= since);
     this.samples = firstLive === -1 ? [] : this.samples.slice(firstLive);
-    return assessPressure(this.samples, this.options);
+    this.cached = { atMs: nowMs, reading: assessPressure(this.samples, this.options) };
+    return this.cached.reading;
   }
 }
 

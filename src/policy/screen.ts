@@ -5,6 +5,7 @@
 // store in one round trip, the detectors score the source, and a verdict that pushes back is stored
 // with its expiry and logged once with its reasons. Observe mode computes and logs all of it and
 // enforces nothing. Deciding only: the listener carries the decision out.
+import net from 'node:net';
 import type { Logger } from 'pino';
 import type { Policy } from '../config/schema.js';
 import type { ServerStatus } from '../detect/entropy.js';
@@ -65,6 +66,8 @@ export class Screen implements SessionScreen {
     const policy = this.deps.policy();
     const pushback = policy.pushback;
     const nowMs = this.now();
+    // A client that reset before its address was known: smtp-server will find the socket gone.
+    if (net.isIP(client.address) === 0) return { action: 'pass', greetDelayMs: 0, replyDelayMs: 0, label: 'pass:no-address' };
     const address = canonicalAddress(client.address);
     const status = this.deps.status();
     const lists = this.listsFor(pushback);

@@ -121,7 +121,19 @@ export class SmtpListener {
    * smtpd_timeout = ${stress?10}${stress:300}s). smtp-server reads it whenever it arms a socket.
    */
   setIdleTimeoutSeconds(seconds: number): void {
-    this.server.options.socketTimeout = seconds * 1000;
+    const milliseconds = seconds * 1000;
+    if (this.server.options.socketTimeout === milliseconds) return;
+    this.server.options.socketTimeout = milliseconds;
+    // Sockets already armed keep their timeout until re-armed: change it now, so an idle flood that
+    // arrived before the stress began is not held for the full calm-time timeout.
+    for (const live of this.sessions.values()) live.connection._socket?.setTimeout(milliseconds);
+  }
+
+  /** Open pairs older than timeoutMs become abnormal now (called about once a second). */
+  expireUnansweredPairs(nowMs: number, timeoutMs: number): void {
+    for (const live of this.sessions.values()) {
+      if (live.pairs.expireOpenPair(nowMs - timeoutMs)) this.deps.observer.pair(live.client, 'abnormal');
+    }
   }
 
   private serverOptions(policy: Policy): SMTPServerOptions {
@@ -332,8 +344,10 @@ export class SmtpListener {
     clearTimeout(live.deadline);
     live.relay.close();
     if (live.tarpitted) this.deps.tarpits?.leave();
+    const expiredBefore = live.pairs.abnormal;
     const record = live.finish();
-    if (record.pairs.abnormal > 0) this.deps.observer.pair(live.client, 'abnormal');
+    // Only the abnormal pair closed by the end itself is new; expired ones were counted as they expired.
+    if (record.pairs.abnormal > expiredBefore) this.deps.observer.pair(live.client, 'abnormal');
     this.deps.logger.info(record, 'session');
     this.deps.observer.sessionEnded(record);
   }

@@ -15,7 +15,7 @@ export interface SmtpConnectionHandle {
   localPort: number;
   send(code: number, text: string, context?: unknown): void;
   close(): void;
-  _socket?: { on(event: 'data', listener: (chunk: Buffer) => void): unknown };
+  _socket?: { on(event: 'data', listener: (chunk: Buffer) => void): unknown; setTimeout(milliseconds: number): unknown };
 }
 
 /** What the screen stage decided for a session at connect; the listener carries it out. */

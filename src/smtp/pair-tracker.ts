@@ -13,13 +13,26 @@ export class PairTracker {
   normal = 0;
   abnormal = 0;
   private open = false;
+  private openedAtMs = 0;
 
   /** A reply was sent; `final` when the server closes the connection right after it. */
-  replySent(code: number, final = false): void {
+  replySent(code: number, final = false, nowMs = Date.now()): void {
     // A final reply opens nothing, and leaves an earlier unanswered reply open: the client that
     // ignored the greeting until our 421 timeout is exactly the abnormal pair.
     if (final || code === 221 || code === 421) return;
     this.open = true;
+    this.openedAtMs = nowMs;
+  }
+
+  /**
+   * The pair open since before `olderThanMs` times out: it is abnormal now, and a late answer will
+   * not make it normal. True when that happened (the caller counts it).
+   */
+  expireOpenPair(olderThanMs: number): boolean {
+    if (!this.open || this.openedAtMs > olderThanMs) return false;
+    this.open = false;
+    this.abnormal += 1;
+    return true;
   }
 
   /** The client answered: a command line, or the end of a message after 354. True when that closed a pair. */

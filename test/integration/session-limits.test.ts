@@ -193,6 +193,20 @@ describe('pairs', () => {
     expect(record?.commands).toBe(11);
   });
 
+  it('counts a reply left unanswered past the pair time-out as abnormal while the client still holds on', async () => {
+    proxy = await startTestProxy(upstream.address, 'entropy: { pairTimeoutSeconds: 1, statusIntervalMs: 100 }\n');
+    const dialog = await SmtpDialog.connect(proxy.port);
+    await dialog.reply();
+    const status = (): { abnormalPairs: number } => proxy!.proxy.status();
+    const deadline = Date.now() + 5_000;
+    while (status().abnormalPairs === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(status().abnormalPairs).toBe(1);
+    expect(dialog.closed).toBe(false);
+    dialog.destroy();
+    const [record] = await proxy.waitForSessions(1);
+    expect(record?.pairs).toEqual({ normal: 0, abnormal: 1 });
+  });
+
   it('counts the greeting of a client that never speaks as one abnormal pair', async () => {
     proxy = await startTestProxy(upstream.address);
     const dialog = await SmtpDialog.connect(proxy.port);

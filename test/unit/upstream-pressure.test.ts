@@ -17,11 +17,13 @@ describe('upstream pressure', () => {
   });
 
   it('needs enough replies, and forgets those older than the window', () => {
-    const pressure = new UpstreamPressure(options);
+    const pressure = new UpstreamPressure(options, 100);
     for (let index = 0; index < 9; index += 1) pressure.record(5000, 250, 1_000);
     expect(pressure.reading(1_000)).toMatchObject({ pressured: false, replies: 9 });
     pressure.record(5000, 451, 1_000);
-    expect(pressure.reading(1_000)).toMatchObject({ pressured: true, replies: 10 });
-    expect(pressure.reading(31_001)).toMatchObject({ pressured: false, replies: 0 });
+    // A reading is reused for 100 ms, then computed afresh.
+    expect(pressure.reading(1_050)).toMatchObject({ pressured: false, replies: 9 });
+    expect(pressure.reading(1_100)).toMatchObject({ pressured: true, replies: 10 });
+    expect(pressure.reading(31_101)).toMatchObject({ pressured: false, replies: 0 });
   });
 });

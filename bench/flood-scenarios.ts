@@ -1,0 +1,174 @@
+// What the flood benchmark sends: the steady legitimate senders of every phase, and the attack of
+// each scenario (abandoned handshakes, a botnet, early talkers, a one-source spam burst, a flash
+// crowd). Every loop is bounded in count and in time; sources are distinct loopback addresses,
+// which Linux routes on 127.0.0.0/8 without any setup.
+import { holdIdle, runSession, type MessagePlan, type SessionResult, type SocketPool } from './flood-client.js';
+
+export const LEGIT_SESSIONS_PER_SECOND = 10;
+/** The proven senders: 127.0.0.2 to 127.0.0.11, one session each in turn. */
+export const LEGIT_ADDRESS_COUNT = 10;
+/** A legitimate session that has not delivered within this is counted as failed. */
+export const LEGIT_DEADLINE_MS = 15_000;
+const ATTACK_REPLY_TIMEOUT_MS = 15_000;
+
+const ABANDON = { addresses: 512, concurrency: 1500, perSecond: 300, total: 6_000 };
+const BOTNET = { subnets: [1, 2, 3], perSecond: 100, concurrency: 300 };
+const EARLY = { addresses: 1_000, perSecond: 100, concurrency: 300 };
+const BURST = { source: '127.4.0.1', concurrency: 50, total: 20_000 };
+const FLASH = { addresses: 1_000, perSecond: 250, concurrency: 400 };
+
+export interface ScenarioContext {
+  port: number;
+  pool: SocketPool;
+  /** Aborted when the attack window closes: launching stops and attack sockets still open are cut. */
+  attackSignal: AbortSignal;
+  /** Aborted only when the whole benchmark is interrupted. */
+  phaseSignal: AbortSignal;
+  attack(result: SessionResult): void;
+  flash(result: SessionResult): void;
+}
+
+export interface Scenario {
+  id: string;
+  title: string;
+  /** What the attack's sessions send: spam to attack@, legitimate mail to legit@ (the flash crowd), or nothing. */
+  sends: 'nothing' | 'spam' | 'legit';
+  /** Absent for the baseline: legitimate senders only. */
+  attack?: (context: ScenarioContext) => Promise<void>;
+}
+
+export const SCENARIOS: readonly Scenario[] = [
+  { id: 'baseline', title: 'no attack: legitimate senders only', sends: 'nothing' },
+  {
+    id: 'abandon',
+    sends: 'nothing',
+    title: `abandoned handshakes: ${ABANDON.addresses} addresses in 127.1.0.0/16, ${ABANDON.perSecond}/s up to ${ABANDON.concurrency} idle connections at once, `
+      + `each held until the server closes it (then replaced) or the window ends`,
+    attack: (context) => launchAtRate(ABANDON.perSecond, ABANDON.total, ABANDON.concurrency, context.attackSignal, async (index) => {
+      const endpoint = { port: context.port, localAddress: address(1, index % ABANDON.addresses) };
+      context.attack(await holdIdle(endpoint, context.pool, context.attackSignal));
+    }),
+  },
+  {
+    id: 'botnet',
+    sends: 'spam',
+    title: `botnet: one spam session from each address of 127.2.1.0/24, 127.2.2.0/24, 127.2.3.0/24 (${BOTNET.subnets.length * 254} sessions, ${BOTNET.perSecond}/s)`,
+    attack: (context) => launchAtRate(BOTNET.perSecond, BOTNET.subnets.length * 254, BOTNET.concurrency, context.attackSignal, async (index) => {
+      const localAddress = `127.2.${BOTNET.subnets[Math.floor(index / 254)]}.${(index % 254) + 1}`;
+      context.attack(await spamSession(context, localAddress, 'botnet', index, false));
+    }),
+  },
+  {
+    id: 'early',
+    sends: 'spam',
+    title: `early talkers: EHLO before the greeting, then a spam session, from ${EARLY.addresses} addresses in 127.3.0.0/16 (${EARLY.perSecond}/s)`,
+    attack: (context) => launchAtRate(EARLY.perSecond, EARLY.addresses, EARLY.concurrency, context.attackSignal, async (index) => {
+      context.attack(await spamSession(context, address(3, index), 'early', index, true));
+    }),
+  },
+  {
+    id: 'burst',
+    sends: 'spam',
+    title: `spam burst: ${BURST.source} alone, complete sessions as fast as ${BURST.concurrency} concurrent connections go (at most ${BURST.total})`,
+    attack: async (context) => {
+      let next = 0;
+      const worker = async (): Promise<void> => {
+        while (!context.attackSignal.aborted && next < BURST.total) {
+          const index = next++;
+          context.attack(await spamSession(context, BURST.source, 'burst', index, false));
+        }
+      };
+      await Promise.all(Array.from({ length: BURST.concurrency }, worker));
+    },
+  },
+  {
+    id: 'flash',
+    sends: 'legit',
+    title: `flash crowd: ${FLASH.addresses} new legitimate senders in 127.5.0.0/16, one message each to legit@ (${FLASH.perSecond}/s)`,
+    attack: (context) => launchAtRate(FLASH.perSecond, FLASH.addresses, FLASH.concurrency, context.attackSignal, async (index) => {
+      // Legitimate mail: once started, a session runs to its own deadline, past the attack window.
+      const plan = message('flash', index, 'legit@example.test', `sender${index}@crowd.example`);
+      const limits = { replyTimeoutMs: LEGIT_DEADLINE_MS, deadlineMs: performance.now() + LEGIT_DEADLINE_MS };
+      context.flash(await runSession({ port: context.port, localAddress: address(5, index) }, plan, limits, context.pool, context.phaseSignal));
+    }),
+  },
+];
+
+/** The steady legitimate load of every phase: LEGIT_SESSIONS_PER_SECOND for `seconds`. */
+export async function runSteadyLegit(
+  port: number, seconds: number, pool: SocketPool, signal: AbortSignal, record: (result: SessionResult) => void,
+): Promise<void> {
+  const total = Math.round(seconds * LEGIT_SESSIONS_PER_SECOND);
+  // Concurrency bounded by the deadline: at most rate x deadline sessions can be open at once.
+  const concurrency = Math.ceil(LEGIT_SESSIONS_PER_SECOND * (LEGIT_DEADLINE_MS / 1000)) + 1;
+  await launchAtRate(LEGIT_SESSIONS_PER_SECOND, total, concurrency, signal, async (index) => {
+    const localAddress = `127.0.0.${2 + (index % LEGIT_ADDRESS_COUNT)}`;
+    const plan = message('legit', index, 'legit@example.test', `user${index % LEGIT_ADDRESS_COUNT}@proven.example`);
+    const limits = { replyTimeoutMs: LEGIT_DEADLINE_MS, deadlineMs: performance.now() + LEGIT_DEADLINE_MS };
+    record(await runSession({ port, localAddress }, plan, limits, pool, signal));
+  });
+}
+
+/** "legit-17@bench.test" style Message-IDs let the maildir tell steady senders from the flash crowd. */
+export function messageKind(messageId: string): string | undefined {
+  return /^([a-z]+)-\d+@bench\.test$/.exec(messageId)?.[1];
+}
+
+function spamSession(context: ScenarioContext, localAddress: string, kind: string, index: number, talkEarly: boolean): Promise<SessionResult> {
+  const plan = { ...message(kind, index, 'attack@example.test', `offer${index}@spam.example`), talkEarly };
+  const limits = { replyTimeoutMs: ATTACK_REPLY_TIMEOUT_MS, deadlineMs: Number.POSITIVE_INFINITY };
+  return runSession({ port: context.port, localAddress }, plan, limits, context.pool, context.attackSignal);
+}
+
+function message(kind: string, index: number, to: string, from: string): MessagePlan {
+  const domain = from.split('@')[1] as string;
+  return {
+    heloName: `mta.${domain}`,
+    from,
+    to,
+    lines: [
+      `From: <${from}>`,
+      `To: <${to}>`,
+      `Subject: ${kind} message ${index}`,
+      `Message-ID: <${kind}-${index}@bench.test>`,
+      `Date: ${new Date().toUTCString()}`,
+      '',
+      `This is ${kind} message ${index} of the flood benchmark.`,
+      'A few lines of body, as small mail is what floods are made of.',
+    ],
+  };
+}
+
+/** 127.<second>.x.y, the index-th address with y in 1..254 (no .0 or .255 hosts). */
+function address(second: number, index: number): string {
+  return `127.${second}.${Math.floor(index / 254)}.${(index % 254) + 1}`;
+}
+
+/**
+ * Starts `run(index)` at `perSecond` for up to `total` indices, never more than `concurrency` at
+ * once, until `signal` aborts; resolves when every started run has finished.
+ */
+async function launchAtRate(perSecond: number, total: number, concurrency: number, signal: AbortSignal, run: (index: number) => Promise<void>): Promise<void> {
+  const started = performance.now();
+  const running = new Set<Promise<void>>();
+  let slotFreed: (() => void) | undefined;
+  const stopped = new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+  for (let index = 0; index < total && !signal.aborted; index += 1) {
+    const due = started + (index * 1000) / perSecond;
+    if (due > performance.now()) await Promise.race([pause(due - performance.now()), stopped]);
+    while (running.size >= concurrency && !signal.aborted) {
+      await Promise.race([new Promise<void>((resolve) => { slotFreed = resolve; }), stopped]);
+    }
+    if (signal.aborted) break;
+    const task: Promise<void> = run(index).finally(() => {
+      running.delete(task);
+      slotFreed?.();
+    });
+    running.add(task);
+  }
+  await Promise.all(running);
+}
+
+function pause(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
