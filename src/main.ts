@@ -14,6 +14,7 @@ import { UpstreamPressure } from './detect/upstream-pressure.js';
 import { TarpitSlots } from './enforce/tarpit-slots.js';
 import { quarantineRoutes } from './admin/quarantine-routes.js';
 import { SpoolSink } from './quarantine/quarantine-sink.js';
+import { upstreamOptionsFromPolicy } from './quarantine/release-delivery.js';
 import { ReleaseScheduler } from './quarantine/release-scheduler.js';
 import { QuarantineSpool } from './quarantine/spool.js';
 import { Screen } from './policy/screen.js';
@@ -153,6 +154,7 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
       : undefined,
   });
 
+  const releaseUpstream = upstreamOptionsFromPolicy(policy);
   const scheduler = spool && new ReleaseScheduler({
     spool,
     policy: () => holder.current(),
@@ -161,6 +163,8 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     stillSuspect: (address) => screen.stillSuspect(address),
     logger,
     metrics: metrics.quarantineRelease,
+    // The same Postfix as live relaying, which (like all of upstream) changes only at restart.
+    upstreamOptions: () => releaseUpstream,
   });
 
   recorder.start();

@@ -6,8 +6,16 @@ import type { Logger } from 'pino';
 import { formatProblem, loadPolicyFile } from './load.js';
 import type { Policy } from './schema.js';
 
-/** Keys that take effect only at start: a reload that changes them says so and keeps running with the old ones. */
-const RESTART_ONLY: ReadonlyArray<keyof Policy> = ['server', 'limits', 'upstream', 'admin', 'state', 'entropy', 'quarantine', 'log'];
+/**
+ * Keys that take effect only at start: a reload that changes them says so and keeps running with the
+ * old ones. Of the quarantine, the release schedule and the admin token follow reloads; its spool does not.
+ */
+const RESTART_ONLY: ReadonlyArray<keyof Policy> = ['server', 'limits', 'upstream', 'admin', 'state', 'entropy', 'log'];
+
+function restartOnlyQuarantine(policy: Policy): unknown {
+  const { spoolDir, maxBytes, maxMessages } = policy.quarantine;
+  return { spoolDir, maxBytes, maxMessages };
+}
 
 export interface ReloadState {
   source: string;
@@ -45,7 +53,8 @@ export class PolicyHolder {
       this.logger.error({ reason, problems: this.state.lastError }, 'policy refused; the previous policy stays in force');
       return false;
     }
-    const changedRestartOnly = RESTART_ONLY.filter((key) => JSON.stringify(result.policy[key]) !== JSON.stringify(this.policy[key]));
+    const changedRestartOnly: string[] = RESTART_ONLY.filter((key) => JSON.stringify(result.policy[key]) !== JSON.stringify(this.policy[key]));
+    if (JSON.stringify(restartOnlyQuarantine(result.policy)) !== JSON.stringify(restartOnlyQuarantine(this.policy))) changedRestartOnly.push('quarantine spool');
     this.policy = result.policy;
     this.state.loadedAtMs = Date.now();
     this.state.reloads += 1;

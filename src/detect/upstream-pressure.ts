@@ -25,7 +25,7 @@ interface Sample {
   tempFail: boolean;
 }
 
-/** Bounded: at most this many replies are kept, oldest dropped first. */
+/** Bounded: about this many replies are kept (at most twice as many), oldest dropped first. */
 const MAX_SAMPLES = 10_000;
 
 export class UpstreamPressure {
@@ -45,7 +45,8 @@ export class UpstreamPressure {
 
   record(latencyMs: number, code: number | undefined, nowMs: number): void {
     this.samples.push({ atMs: nowMs, latencyMs, tempFail: code !== undefined && code >= 400 && code < 500 });
-    if (this.samples.length > MAX_SAMPLES) this.samples.splice(0, this.samples.length - MAX_SAMPLES);
+    // Trimmed in one go once it is well over the bound, not one element per reply.
+    if (this.samples.length > 2 * MAX_SAMPLES) this.samples = this.samples.slice(-MAX_SAMPLES);
   }
 
   reading(nowMs: number): PressureReading {

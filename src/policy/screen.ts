@@ -57,6 +57,8 @@ type CounterName = (typeof COUNTERS)[number];
 export class Screen implements SessionScreen {
   private lists: { allow: CidrList; deny: CidrList; from: Policy['pushback'] | undefined } = { allow: parseCidrList([]), deny: parseCidrList([]), from: undefined };
   private readonly now: () => number;
+  /** Verdicts this node stored recently, by scope (see recentlyStored). */
+  private readonly stored = new Map<string, { action: Action; untilMs: number }>();
 
   constructor(private readonly deps: ScreenDependencies) {
     this.now = deps.now ?? Date.now;
@@ -71,10 +73,22 @@ export class Screen implements SessionScreen {
     const address = canonicalAddress(client.address);
     const status = this.deps.status();
     const lists = this.listsFor(pushback);
+    const allowListMatch = lists.allow.match(address);
+    const denyListMatch = lists.deny.match(address);
+    if (allowListMatch !== undefined || denyListMatch !== undefined) {
+      // The lists decide alone: no shared-store round trip for them, whatever Redis is doing.
+      const listed = decide({ nowMs, allowListMatch, denyListMatch, cachedVerdict: undefined, provenSender: undefined, serverStatus: status, findings: [] }, this.decisionPolicy(pushback));
+      return this.toDecision(listed, status, policy);
+    }
     const scopes = this.scopesOf(address, pushback);
     const stored = await this.read([...scopes.map((scope) => `v:${scope}`), `pv:${address}`], nowMs);
-    const cached = mostSevere(stored.slice(0, scopes.length).map(parseVerdict));
     const provenUntil = stored[scopes.length] === undefined ? undefined : Number(stored[scopes.length]);
+    // A verdict on this address outranks a proven sender; a verdict on a prefix around it does not,
+    // so a widened /16 never delays known correspondents inside it.
+    const addressVerdict = parseVerdict(stored[0]);
+    const prefixVerdict = mostSevere(stored.slice(1, scopes.length).map(parseVerdict));
+    const proven = provenUntil !== undefined && provenUntil > nowMs;
+    const cached = addressVerdict ?? (proven ? undefined : prefixVerdict);
     const prefix = this.deps.prefixes.suspectPrefix(address, nowMs);
     const evidence: SourceEvidence = {
       status, abnormalPairs: 0, normalPairs: 0, earlyTalks: 0, nonSmtp: 0, pipelining: 0, unknownCommands: 0,
@@ -83,8 +97,8 @@ export class Screen implements SessionScreen {
     };
     const verdict = decide({
       nowMs,
-      allowListMatch: lists.allow.match(address),
-      denyListMatch: lists.deny.match(address),
+      allowListMatch,
+      denyListMatch,
       cachedVerdict: cached,
       provenSender: provenUntil === undefined ? undefined : { cleanSessions: pushback.proven.sessions, expiresAtMs: provenUntil },
       serverStatus: status,
@@ -165,8 +179,10 @@ export class Screen implements SessionScreen {
     }, this.decisionPolicy(pushback));
 
     if (verdict.source === 'detectors' && verdict.action !== 'pass') {
-      // Already in force for this session's connection: no new verdict to store or log.
-      if (SEVERITY[verdict.action] <= SEVERITY[actionOf(record.screen)]) return;
+      // Already stored (a cached verdict met this session at connect, or this node stored one a moment
+      // ago for another of the source's sessions): nothing new to store or log.
+      if (record.screen.endsWith(':cached') && SEVERITY[verdict.action] <= SEVERITY[actionOf(record.screen)]) return;
+      if (this.recentlyStored(address, verdict.action, nowMs)) return;
       await this.storeVerdict(address, verdict, strongestDetector(findings), policy, nowMs);
       await this.learnPrefix(address, verdict, status, policy, nowMs);
       return;
@@ -175,6 +191,23 @@ export class Screen implements SessionScreen {
       const provenTtlMs = Math.round(pushback.proven.ttlHours * 3_600_000);
       await this.write(() => this.deps.kv.set(`pv:${address}`, String(nowMs + provenTtlMs), provenTtlMs, nowMs), policy);
     }
+  }
+
+  /**
+   * True when this node stored a verdict at least this severe for the scope less than half a TTL ago;
+   * otherwise notes this one. Many sessions of one flooder end together, and the verdict is stored
+   * and logged once. Bounded: expired notes are dropped as the map grows.
+   */
+  private recentlyStored(scope: string, action: Action, nowMs: number): boolean {
+    const halfTtlMs = (this.deps.policy().pushback.verdictTtlSeconds * 1000) / 2;
+    const previous = this.stored.get(scope);
+    if (previous && previous.untilMs > nowMs && SEVERITY[previous.action] >= SEVERITY[action]) return true;
+    if (this.stored.size >= MAX_STORED_NOTES) {
+      for (const [key, note] of this.stored) if (note.untilMs <= nowMs) this.stored.delete(key);
+      if (this.stored.size >= MAX_STORED_NOTES) this.stored.delete(this.stored.keys().next().value as string);
+    }
+    this.stored.set(scope, { action, untilMs: nowMs + halfTtlMs });
+    return false;
   }
 
   private async storeVerdict(scope: string, verdict: Verdict, detector: string, policy: Policy, nowMs: number): Promise<void> {
@@ -317,6 +350,8 @@ function actionOf(label: string): Action {
   const action = label.replace(/^observe:/, '').split(':')[0] as Action;
   return action in SEVERITY ? action : 'pass';
 }
+
+const MAX_STORED_NOTES = 50_000;
 
 const SEVERITY: Record<Action, number> = { pass: 0, tarpit: 1, quarantine: 2, defer: 3, reject: 4 };
 

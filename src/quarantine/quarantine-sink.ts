@@ -2,7 +2,7 @@
 // what the client is told (full: 452, client gone: nothing, anything else: 451). The spool does the
 // durability; this only adapts it and counts.
 import type { Logger } from 'pino';
-import type { QuarantineEntry, QuarantineResult, QuarantineSink } from '../smtp/listener.js';
+import { MessageTooBigError, type QuarantineEntry, type QuarantineResult, type QuarantineSink } from '../smtp/listener.js';
 import { MessageStreamClosedError } from './message-source.js';
 import { SpoolFullError, type QuarantineSpool } from './spool.js';
 
@@ -18,17 +18,21 @@ export class SpoolSink implements QuarantineSink {
 
   canAccept(sizeBytes: number): boolean {
     const fits = this.spool.canAccept(sizeBytes);
-    if (!fits) this.noteFull('declared size or message count');
+    if (!fits) {
+      this.noteFull('declared size or message count');
+      this.metrics.refused('full');
+    }
     return fits;
   }
 
-  async store(entry: QuarantineEntry, message: NodeJS.ReadableStream): Promise<QuarantineResult> {
+  async store(entry: QuarantineEntry, message: NodeJS.ReadableStream, refuseChunk?: () => Error | undefined): Promise<QuarantineResult> {
     try {
-      const meta = await this.spool.write(entry, message as AsyncIterable<Buffer>);
+      const meta = await this.spool.write(entry, message as AsyncIterable<Buffer>, refuseChunk ? { refuseChunk } : {});
       this.fullLogged = false;
       this.metrics.accepted();
       return { stored: true, id: meta.id };
     } catch (error) {
+      if (error instanceof MessageTooBigError) return { stored: false, reason: 'aborted', detail: error.message };
       if (error instanceof SpoolFullError) {
         this.noteFull(error.limit);
         this.metrics.refused('full');

@@ -24,7 +24,7 @@ export async function acquireSpoolLock(lockPath: string): Promise<SpoolLock> {
     try {
       const handle = await open(lockPath, 'wx', FILE_MODE);
       try {
-        await handle.writeFile(`${process.pid}\n`);
+        await handle.writeFile(`${process.pid} ${PROCESS_STARTED_MS}\n`);
         await handle.datasync();
       } finally {
         await handle.close();
@@ -33,13 +33,20 @@ export async function acquireSpoolLock(lockPath: string): Promise<SpoolLock> {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
-    const ownerPid = Number.parseInt(await readFile(lockPath, 'utf8').catch(() => ''), 10);
-    if (Number.isInteger(ownerPid) && ownerPid > 0 && processAlive(ownerPid)) throw new SpoolLockedError(lockPath, ownerPid);
+    const [pidText, startedText] = (await readFile(lockPath, 'utf8').catch(() => '')).trim().split(/\s+/);
+    const ownerPid = Number.parseInt(pidText ?? '', 10);
+    // Our own pid written by another life of this process id (after kill -9 in a container, node is
+    // pid 1 again) is stale; written by this very process, the spool is already open here.
+    const earlierLifeOfOurPid = ownerPid === process.pid && Number(startedText) !== PROCESS_STARTED_MS;
+    if (Number.isInteger(ownerPid) && ownerPid > 0 && !earlierLifeOfOurPid && processAlive(ownerPid)) throw new SpoolLockedError(lockPath, ownerPid);
     // Stale (owner gone, or the file is empty because the owner died while writing it): remove and retry once.
     await unlink(lockPath).catch(() => undefined);
   }
   throw new Error(`could not take the spool lock ${lockPath}: another process keeps recreating it`);
 }
+
+/** When this process started (ms since the epoch, rounded): tells our pid's lives apart. */
+const PROCESS_STARTED_MS = Math.round(Date.now() - process.uptime() * 1000);
 
 function processAlive(pid: number): boolean {
   try {

@@ -37,6 +37,8 @@ export interface SpoolOptions {
 export interface WriteOptions {
   /** Aborts a write that has not reached its first rename; the temp files are removed, nothing appears. */
   signal?: AbortSignal;
+  /** Asked before each chunk is written; an error abandons the write like an abort (e.g. over the size limit). */
+  refuseChunk?: () => Error | undefined;
 }
 
 export interface SpoolStats {
@@ -154,6 +156,8 @@ export class QuarantineSpool {
         reserve(header.length);
         await writeAll(handle, header);
         await pumpMessage(message, async (chunk) => {
+          const refusal = options.refuseChunk?.();
+          if (refusal) throw refusal;
           reserve(chunk.length);
           await writeAll(handle, chunk);
         }, options.signal);

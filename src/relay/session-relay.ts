@@ -41,12 +41,15 @@ export class SessionRelay {
   /** The identity the upstream connection was opened (and XCLIENT'd) for. */
   private upstreamIdentity = '';
   private transactionOpen = false;
+  /** The client session is over: nothing more may be opened or sent upstream. */
+  private closed = false;
   upstreamConnectMs: number | undefined;
   xclientSent = false;
 
   constructor(private readonly options: UpstreamOptions, private readonly notices: RelayNotices) {}
 
   async mailFrom(client: ClientIdentity, sender: string, parameters: CommandParameters): Promise<RelayReply> {
+    if (this.closed) return localFailure('mail', 'client session over');
     const identity = `${client.address}|${client.port}|${client.helo ?? ''}|${client.hostname ?? ''}`;
     if (!this.upstream?.usable || identity !== this.upstreamIdentity) {
       const refusal = await this.openUpstream(client);
@@ -112,6 +115,7 @@ export class SessionRelay {
 
   /** End of the client session: QUIT upstream if we still have it. */
   close(): void {
+    this.closed = true;
     this.upstream?.quit();
     this.upstream = undefined;
   }
@@ -122,6 +126,11 @@ export class SessionRelay {
     this.transactionOpen = false;
     try {
       const opened = await UpstreamConnection.open(this.options, client);
+      if (this.closed) {
+        // The client left while we connected: do not leave Postfix an smtpd holding this connection.
+        opened.connection.quit();
+        return localFailure('connect', 'client session over');
+      }
       this.upstreamConnectMs = Math.round(opened.connectMs);
       this.xclientSent = opened.xclientSent;
       if (opened.reply.code >= 400) {

@@ -37,7 +37,7 @@ export interface QuarantineSink {
   /** Whether a message of this size (0: unknown) fits now. */
   canAccept(sizeBytes: number): boolean;
   /** Resolves only once the message and its metadata are durable (fsynced). */
-  store(entry: QuarantineEntry, message: NodeJS.ReadableStream): Promise<QuarantineResult>;
+  store(entry: QuarantineEntry, message: NodeJS.ReadableStream, refuseChunk?: () => Error | undefined): Promise<QuarantineResult>;
 }
 
 export interface QuarantineEntry {
@@ -48,7 +48,7 @@ export interface QuarantineEntry {
   protocol: string;
 }
 
-export type QuarantineResult = { stored: true; id: string } | { stored: false; reason: 'full' | 'client-gone' | 'failed'; detail: string };
+export type QuarantineResult = { stored: true; id: string } | { stored: false; reason: 'full' | 'client-gone' | 'aborted' | 'failed'; detail: string };
 
 /** The cap on sessions tarpitted at once (OpenBSD spamd's -B). */
 export interface TarpitSlots {
@@ -129,10 +129,13 @@ export class SmtpListener {
     for (const live of this.sessions.values()) live.connection._socket?.setTimeout(milliseconds);
   }
 
-  /** Open pairs older than timeoutMs become abnormal now (called about once a second). */
+  /**
+   * Open pairs older than timeoutMs become abnormal now (called about once a second). Not during
+   * DATA: a client uploading a large message is answering our 354 all along.
+   */
   expireUnansweredPairs(nowMs: number, timeoutMs: number): void {
     for (const live of this.sessions.values()) {
-      if (live.pairs.expireOpenPair(nowMs - timeoutMs)) this.deps.observer.pair(live.client, 'abnormal');
+      if (!live.inData && live.pairs.expireOpenPair(nowMs - timeoutMs)) this.deps.observer.pair(live.client, 'abnormal');
     }
   }
 
@@ -176,7 +179,8 @@ export class SmtpListener {
     const { policy } = this.deps;
     const deadline = setTimeout(() => {
       live.end = 'deadline';
-      connection.send(421, `4.4.2 ${policy.server.hostname} Error: session deadline exceeded, closing`, false);
+      // Not while the message is with Postfix or the spool: onData sends the 421 after its reply.
+      if (!live.awaitingFinalReply) connection.send(421, `4.4.2 ${policy.server.hostname} Error: session deadline exceeded, closing`, false);
     }, policy.limits.sessionDeadlineSeconds * 1000);
     deadline.unref();
     const live = new LiveSession(connection, new SessionRelay(this.upstreamOptions, this.relayNotices), deadline);
@@ -278,15 +282,17 @@ export class SmtpListener {
     const limit = this.deps.policy.limits.maxMessageBytes;
     const abortReason = (): string | undefined => (stream.sizeExceeded ? `message over ${limit} bytes` : undefined);
     const quarantine = live.decision.quarantine && this.deps.quarantine;
+    // The client answered our 354 when its message reached the final dot, whatever Postfix then
+    // takes to answer; a client that drops leaves the pair open (abnormal).
+    stream.once('end', () => {
+      live.awaitingFinalReply = true;
+      if (live.messageEnded(stream.byteLength, true)) this.deps.observer.pair(live.client, 'normal');
+    });
     const delivered = quarantine
       ? this.quarantineMessage(live, session, transaction, stream, quarantine)
       : live.relay.data(stream, abortReason);
-    const relayed = delivered.then((reply) => {
-      // The client answered our 354 only if its message reached the final dot.
-      if (live.messageEnded(stream.byteLength, stream.readableEnded)) this.deps.observer.pair(live.client, 'normal');
-      return reply;
-    });
-    this.answer(live, relayed, (reply) => {
+    this.answer(live, delivered, (reply) => {
+      live.awaitingFinalReply = false;
       transaction.bytes = stream.byteLength;
       transaction.dataMs = Math.round(performance.now() - started);
       live.current = undefined;
@@ -298,8 +304,11 @@ export class SmtpListener {
       }
       transaction.outcome = reply.failure && !stream.readableEnded ? 'aborted' : quarantine && reply.code === 250 ? 'quarantined' : dataOutcome(reply.code);
       transaction.reply = `${reply.code} ${reply.text}`;
-      if (reply.code < 400) return callback(null, reply.text);
-      callback(smtpError(reply));
+      if (reply.code < 400) callback(null, reply.text);
+      else callback(smtpError(reply));
+      // A deadline that passed while Postfix (or the spool) had the message waited for this reply:
+      // the client must hear how its message ended, or it would send it again.
+      if (live.end === 'deadline') live.connection.send(421, `4.4.2 ${this.deps.policy.server.hostname} Error: session deadline exceeded, closing`, false);
     }, callback);
   }
 
@@ -323,7 +332,10 @@ export class SmtpListener {
       verdict,
       protocol: session.openingCommand === 'HELO' ? 'SMTP' : 'ESMTP',
     };
-    const result = await sink.store(entry, stream);
+    // Over the size limit the write is abandoned before the chunk that crossed it (smtp-server
+    // answers 552 itself); the spool drains the rest of the message.
+    const tooBig = (): Error | undefined => (stream.sizeExceeded ? new MessageTooBigError() : undefined);
+    const result = await sink.store(entry, stream, tooBig);
     if (result.stored) {
       transaction.quarantineId = result.id;
       return { code: 250, text: `2.0.0 Ok: queued as ${result.id}` };
@@ -377,6 +389,13 @@ export class SmtpListener {
       trace(entry, message, ...args);
     };
     return { trace, debug: observe, info: observe, warn: trace, error: trace, fatal: trace };
+  }
+}
+
+export class MessageTooBigError extends Error {
+  constructor() {
+    super('message over the size limit');
+    this.name = 'MessageTooBigError';
   }
 }
 

@@ -53,6 +53,8 @@ export class LiveSession {
   closed = false;
   /** Between our 354 and the end of the client's message: its lines are not commands. */
   inData = false;
+  /** The client's message is complete and waits for Postfix's (or the spool's) verdict. */
+  awaitingFinalReply = false;
   end: SessionEnd | undefined;
   /** Set while we refuse the session at connect, so that reply is not counted as a pair. */
   refusing = false;

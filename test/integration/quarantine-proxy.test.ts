@@ -1,6 +1,7 @@
 // The quarantine inside the proxy: a quarantined message gets 250 only once it is durable, a full
 // spool defers, a client that drops leaves nothing, and after kill -9 every message that got 250 is
 // in the spool whole, none partial, none twice.
+import { once } from 'node:events';
 import { readdirSync } from 'node:fs';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -61,6 +62,18 @@ describe('quarantine in the proxy', () => {
     expect(upstream.commands).toContain('RSET');
   });
 
+  it('stores nothing of a message over the size limit, which the client is told is refused (552)', async () => {
+    upstream = await FakeUpstream.start();
+    const spoolDir = mkdtempSync(join(tmpdir(), 'pushback-big-'));
+    proxy = await startTestProxy(upstream.address, `${QUARANTINE_ALL}limits: { maxMessageBytes: 10000 }\n`, { PUSHBACK_SPOOL_DIR: spoolDir });
+    expect((await send(proxy.port, `Subject: big\r\n\r\n${'y'.repeat(200_000)}\r\n`)).code).toBe(552);
+    expect((await send(proxy.port, 'Subject: small\r\n\r\nfits\r\n')).code).toBe(250);
+    await proxy.stop();
+    proxy = undefined;
+    expect(readdirSync(join(spoolDir, 'msg'))).toHaveLength(1);
+    expect(readdirSync(join(spoolDir, 'tmp'))).toEqual([]);
+  });
+
   it('stores nothing for a client that drops mid-DATA', async () => {
     upstream = await FakeUpstream.start();
     const spoolDir = mkdtempSync(join(tmpdir(), 'pushback-q-'));
@@ -97,9 +110,11 @@ describe('quarantine in the proxy', () => {
     });
     // Kill the proxy mid-run, with messages in every stage of being written.
     while (acknowledged.size < 40) await new Promise((resolve) => setTimeout(resolve, 10));
+    const exited = once(node.child, 'exit');
     node.child.kill('SIGKILL');
     killed = true;
     await sending;
+    await exited; // reaped: the dead owner's lock is now stale
 
     const spool = await QuarantineSpool.open(spoolDir, { maxBytes: 1e10, maxMessages: 1e6 });
     try {
