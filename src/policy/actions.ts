@@ -18,18 +18,6 @@ export interface ActionRule {
 
 export type ActionTable = readonly ActionRule[];
 
-/**
- * The default table (the policy schema's default too): the worse the server's state, the less evidence it
- * takes to push back. Overwhelming evidence is refused whatever the state; under stress a strong suspect is
- * deferred (a real MTA retries later) and a weaker one tarpitted; a safe server only slows strong suspects.
- */
-export const DEFAULT_ACTION_TABLE: ActionTable = Object.freeze([
-  Object.freeze({ status: Object.freeze([1, 0, -1] as const), minScore: 20, action: 'reject' as const }),
-  Object.freeze({ status: Object.freeze([0, -1] as const), minScore: 10, action: 'defer' as const }),
-  Object.freeze({ status: Object.freeze([1] as const), minScore: 10, action: 'tarpit' as const }),
-  Object.freeze({ status: Object.freeze([0, -1] as const), minScore: 5, action: 'tarpit' as const }),
-]);
-
 export interface ActionChoice {
   action: Action;
   /** The row that matched and its 0-based position; absent when none did and the source passes by default. */
@@ -57,14 +45,12 @@ export interface TarpitOptions {
   maxMs: number;
 }
 
-export const DEFAULT_TARPIT: Readonly<TarpitOptions> = Object.freeze({ baseMs: 1_000, perScoreMs: 500, maxMs: 15_000 });
-
 /**
  * Delay before each reply to a tarpitted client: baseMs + perScoreMs * score, capped at maxMs (maxMs wins over
  * baseMs if set lower), whole milliseconds, never negative. Options come from a validated policy, so they are
  * not checked here: a session must never fail on its tarpit arithmetic.
  */
-export function tarpitDelayMs(score: number, options: TarpitOptions = DEFAULT_TARPIT): number {
+export function tarpitDelayMs(score: number, options: TarpitOptions): number {
   if (Number.isNaN(score)) throw new RangeError('score must be a number, got NaN');
   const { baseMs, perScoreMs, maxMs } = options;
   // perScoreMs 0 with an infinite score would be 0 * Infinity = NaN.

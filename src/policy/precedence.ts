@@ -3,7 +3,7 @@
 // the caller has already looked up (list matches, store entries, detector findings), so the order itself is
 // a pure function that reads top to bottom and is tested on its own.
 import type { ServerStatus } from '../detect/entropy.js';
-import { chooseActionRule, DEFAULT_ACTION_TABLE, type Action, type ActionTable } from './actions.js';
+import { chooseActionRule, type Action, type ActionTable } from './actions.js';
 
 export type VerdictSource = 'allow-list' | 'deny-list' | 'cached' | 'proven' | 'detectors';
 
@@ -55,14 +55,8 @@ export interface DecisionPolicy {
   verdictTtlMs: number;
 }
 
-export const DEFAULT_DECISION_POLICY: Readonly<DecisionPolicy> = Object.freeze({
-  denyAction: 'reject',
-  provenAfterCleanSessions: 3,
-  actionTable: DEFAULT_ACTION_TABLE,
-  verdictTtlMs: 600_000,
-});
-
-export function decide(input: DecisionInput, policy: DecisionPolicy = DEFAULT_DECISION_POLICY): Verdict {
+/** The policy comes from the policy file (config/schema.ts holds the defaults, in one place). */
+export function decide(input: DecisionInput, policy: DecisionPolicy): Verdict {
   const { nowMs } = input;
 
   if (input.allowListMatch !== undefined) {

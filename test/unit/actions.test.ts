@@ -1,6 +1,7 @@
 // Score → action table (first matching row wins, default pass) and the tarpit delay curve.
 import { describe, expect, it } from 'vitest';
-import { chooseAction, chooseActionRule, DEFAULT_ACTION_TABLE, tarpitDelayMs, type ActionTable } from '../../src/policy/actions.js';
+import { defaultPolicy } from '../../src/config/load.js';
+import { chooseAction, chooseActionRule, tarpitDelayMs, type ActionTable } from '../../src/policy/actions.js';
 
 const TABLE: ActionTable = [
   { status: [-1], minScore: 10, action: 'defer' },
@@ -33,12 +34,18 @@ describe('chooseAction', () => {
     expect(chooseActionRule(0, 6, TABLE)).toEqual({ action: 'tarpit', matched: { index: 2, rule: TABLE[2] } });
   });
 
-  it('grades the default table by status', () => {
-    expect(chooseAction(1, 9, DEFAULT_ACTION_TABLE)).toBe('pass');
-    expect(chooseAction(1, 10, DEFAULT_ACTION_TABLE)).toBe('tarpit');
-    expect(chooseAction(0, 5, DEFAULT_ACTION_TABLE)).toBe('tarpit');
-    expect(chooseAction(-1, 10, DEFAULT_ACTION_TABLE)).toBe('defer');
-    expect(chooseAction(1, 20, DEFAULT_ACTION_TABLE)).toBe('reject');
+  it('grades the policy file’s default table by status and score', () => {
+    const defaults = defaultPolicy({});
+    if (!defaults.ok) throw new Error('defaults refused');
+    const table = defaults.policy.pushback.actions;
+    expect(chooseAction(1, 9, table)).toBe('pass');
+    expect(chooseAction(1, 10, table)).toBe('tarpit');
+    expect(chooseAction(0, 5, table)).toBe('tarpit');
+    expect(chooseAction(1, 5, table)).toBe('pass');
+    expect(chooseAction(-1, 10, table)).toBe('defer');
+    expect(chooseAction(1, 15, table)).toBe('quarantine');
+    expect(chooseAction(-1, 29, table)).toBe('quarantine');
+    expect(chooseAction(1, 30, table)).toBe('reject');
   });
 
   it('refuses a NaN score rather than guess', () => {
@@ -66,6 +73,5 @@ describe('tarpitDelayMs', () => {
   it('copes with odd but valid options without failing a session', () => {
     expect(tarpitDelayMs(Number.POSITIVE_INFINITY, { baseMs: 1_000, perScoreMs: 0, maxMs: 15_000 })).toBe(1_000);
     expect(tarpitDelayMs(3, { baseMs: 5_000, perScoreMs: 100, maxMs: 2_000 })).toBe(2_000);
-    expect(tarpitDelayMs(3)).toBe(2_500);
   });
 });

@@ -1,6 +1,7 @@
 // Verdict precedence: allow list → deny list → cached verdict → proven sender → detectors and the action table.
 import { describe, expect, it } from 'vitest';
-import { decide, DEFAULT_DECISION_POLICY, type DecisionInput, type DecisionPolicy, type Verdict } from '../../src/policy/precedence.js';
+import { defaultPolicy } from '../../src/config/load.js';
+import { decide, type DecisionInput, type DecisionPolicy, type Verdict } from '../../src/policy/precedence.js';
 
 const NOW = 1_700_000_000_000;
 
@@ -91,11 +92,15 @@ describe('decide', () => {
     expect(decide(input, { ...POLICY, verdictTtlMs: 0 })).not.toHaveProperty('expiresAtMs');
   });
 
-  it('has working defaults', () => {
+  it('works with the policy file’s default action table', () => {
+    const defaults = defaultPolicy({});
+    if (!defaults.ok) throw new Error('defaults refused');
+    const { pushback } = defaults.policy;
+    const policy: DecisionPolicy = { denyAction: 'reject', provenAfterCleanSessions: pushback.proven.sessions, actionTable: pushback.actions, verdictTtlMs: pushback.verdictTtlSeconds * 1000 };
     const input: DecisionInput = {
       nowMs: NOW, allowListMatch: undefined, denyListMatch: undefined, cachedVerdict: undefined, provenSender: undefined,
-      serverStatus: 0, findings: [{ detector: 'sfds', score: 10, reason: 'flooding' }],
+      serverStatus: 0, findings: [{ detector: 'sfds', score: 15, reason: 'flooding' }],
     };
-    expect(decide(input)).toMatchObject({ action: 'defer', expiresAtMs: NOW + DEFAULT_DECISION_POLICY.verdictTtlMs });
+    expect(decide(input, policy)).toMatchObject({ action: 'quarantine', expiresAtMs: NOW + 600_000 });
   });
 });
