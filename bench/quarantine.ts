@@ -44,7 +44,8 @@ process.env.PUSHBACK_ADMIN_TOKEN = adminToken;
 
 const common = ['server: { maxClients: 2000 }', 'log: { level: warn }', 'upstream: { xclient: "off" }   # smtp-sink does not offer XCLIENT', 'limits: { maxMessageBytes: 10240000 }'];
 const relayPolicy = join(workDir, 'relay.yaml');
-writeFileSync(relayPolicy, `${common.join('\n')}\n`);
+// Relay with detection in observe mode: the single load generator is not pushed back (SFDS would).
+writeFileSync(relayPolicy, `${[...common, 'mode: observe'].join('\n')}\n`);
 // One release window of a minute, twelve hours away: nothing leaves the spool unless the bench says "now".
 const windowHour = String((new Date().getUTCHours() + 12) % 24).padStart(2, '0');
 const quarantinePolicy = join(workDir, 'quarantine.yaml');

@@ -33,6 +33,8 @@ const policyFile = join(workDir, 'policy.yaml');
 writeFileSync(policyFile, [
   'server: { maxClients: 2000 }',
   'log: { level: warn }',
+  // Detection runs in full (observe mode), but the single load generator is not pushed back.
+  'mode: observe',
   'upstream: { xclient: "off" }   # smtp-sink does not offer XCLIENT',
   `state: { keyPrefix: "${keyPrefix}" }`,
   '',

@@ -52,6 +52,8 @@ export interface ProxyHooks {
   policySource?: string;
 }
 
+const PRESSURE_STEPS = new Set(['mail', 'rcpt', 'data', 'dot']);
+
 /** How long start-up waits for Redis before starting degraded (on this node's own view). */
 const REDIS_STARTUP_WAIT_MS = 2_000;
 
@@ -137,7 +139,9 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
       command: () => metrics.command(),
       upstreamReply(step, milliseconds, code) {
         metrics.upstreamLatency(step, milliseconds);
-        pressure.record(milliseconds, code, Date.now());
+        // The queue trigger reads the transaction's replies (and any time-out): a 220 or 250 to
+        // EHLO says nothing about how Postfix's queue is coping.
+        if (PRESSURE_STEPS.has(step) || code === undefined) pressure.record(milliseconds, code, Date.now());
       },
       sessionEnded(record) {
         metrics.sessionEnded(record);

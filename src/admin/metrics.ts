@@ -16,6 +16,8 @@ export interface ScrapeSources {
 export class ProxyMetrics {
   readonly registry = new Registry();
   private readonly pairs: Counter<'kind'>;
+  private readonly normalPairs: { inc(): void };
+  private readonly abnormalPairs: { inc(): void };
   private readonly sessions: Counter<'end'>;
   private readonly transactions: Counter<'outcome'>;
   private readonly commands: Counter;
@@ -30,6 +32,8 @@ export class ProxyMetrics {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'pushback_process_' });
     this.pairs = new Counter({ name: 'pushback_pairs_total', help: 'Command/response pairs seen by this node', labelNames: ['kind'], registers });
+    this.normalPairs = this.pairs.labels({ kind: 'normal' });
+    this.abnormalPairs = this.pairs.labels({ kind: 'abnormal' });
     this.sessions = new Counter({ name: 'pushback_sessions_total', help: 'Client sessions ended, by how they ended', labelNames: ['end'], registers });
     this.transactions = new Counter({ name: 'pushback_transactions_total', help: 'Mail transactions by outcome (relayed, deferred, rejected, aborted, incomplete)', labelNames: ['outcome'], registers });
     this.commands = new Counter({ name: 'pushback_smtp_commands_total', help: 'SMTP command lines received from clients', registers });
@@ -80,8 +84,9 @@ export class ProxyMetrics {
     new Counter({ name: 'pushback_redis_outages_total', help: 'Periods during which the shared store was unreachable', registers, collect() { this.reset(); this.inc(sources.sharedStore().outages); } });
   }
 
+  /** Called for every pair: the two labelled children are looked up once. */
   pair(kind: 'normal' | 'abnormal'): void {
-    this.pairs.inc({ kind });
+    (kind === 'normal' ? this.normalPairs : this.abnormalPairs).inc();
   }
 
   verdict(action: string, detector: string): void {

@@ -8,6 +8,7 @@ import { MemoryPairStore } from '../../src/state/memory-pair-store.js';
 import { UNTRACKED_SOURCE, type PairStore, type PairWindowOptions } from '../../src/state/pair-store.js';
 import { createRedisClient, waitForRedisReady } from '../../src/state/redis-connection.js';
 import { RedisPairStore } from '../../src/state/redis-pair-store.js';
+import { deleteKeys, scanKeys } from '../support/redis-keys.js';
 
 const REDIS_URL = process.env.PUSHBACK_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const RUN_PREFIX = `pbtest:${process.pid}:${randomBytes(4).toString('hex')}:`;
@@ -57,24 +58,11 @@ function redisHarness(): Harness {
     },
     async cleanup() {
       await Promise.all(stores.map((store) => store.close()));
-      const admin = new Redis(REDIS_URL);
-      const keys = await scanKeys(admin, `${RUN_PREFIX}*`);
-      if (keys.length > 0) await admin.del(...keys);
-      await admin.quit();
+      await deleteKeys(RUN_PREFIX, REDIS_URL);
     },
   };
 }
 
-async function scanKeys(client: Redis, pattern: string): Promise<string[]> {
-  const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, batch] = await client.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-    cursor = next;
-    keys.push(...batch);
-  } while (cursor !== '0');
-  return keys.sort();
-}
 
 const at = (seconds: number): number => T0 + seconds * 1000;
 

@@ -10,6 +10,7 @@ import { MemoryKv } from '../../src/state/memory-kv.js';
 import { createRedisClient, waitForRedisReady, type RedisClient } from '../../src/state/redis-connection.js';
 import { RedisKv } from '../../src/state/redis-kv.js';
 import type { SharedKv } from '../../src/state/shared-kv.js';
+import { deleteKeys, scanKeys } from '../support/redis-keys.js';
 
 const REDIS_URL = process.env.PUSHBACK_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const RUN_PREFIX = `pbtest:${process.pid}:${randomBytes(4).toString('hex')}:`;
@@ -76,24 +77,11 @@ function redisHarness(): Harness {
     },
     async cleanup() {
       await Promise.all([...clients.keys()].map((store) => store.close()));
-      const admin = new Redis(REDIS_URL);
-      const keys = await scanKeys(admin, `${RUN_PREFIX}*`);
-      if (keys.length > 0) await admin.del(...keys);
-      await admin.quit();
+      await deleteKeys(RUN_PREFIX, REDIS_URL);
     },
   };
 }
 
-async function scanKeys(client: Redis, pattern: string): Promise<string[]> {
-  const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, batch] = await client.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-    cursor = next;
-    keys.push(...batch);
-  } while (cursor !== '0');
-  return keys.sort();
-}
 
 describe.each([memoryHarness(), redisHarness()])('SharedKv contract: $kind', (harness) => {
   afterAll(() => harness.cleanup());

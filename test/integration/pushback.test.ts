@@ -148,6 +148,17 @@ describe('pushback', () => {
     expect(await label(test, '127.15.0.2', 4)).toBe('pass:proven');
   });
 
+  it('treats a slow or temp-failing Postfix as an attack: the status the screen acts on drops to 0', async () => {
+    upstream = await FakeUpstream.start({ mailReply: '451 4.3.0 Queue file write error' });
+    proxy = await startTestProxy(upstream.address, `${FAST}pushback: { upstreamPressure: { minReplies: 5, windowSeconds: 30 } }\n`);
+    for (let index = 0; index < 6; index += 1) expect(await completeSession(proxy.port, `127.18.0.${index + 1}`)).toBe(451);
+    await waitForAsync(async () => proxy!.proxy.effectiveStatus() === 0, 5_000, 'upstream pressure');
+    // The pairs themselves look normal: only Postfix's 4xx share says the server is in trouble.
+    expect(proxy.proxy.status().status).toBe(1);
+    const status = (await (await fetch(`http://127.0.0.1:${proxy.proxy.adminAddress.port}/status`)).json()) as { effectiveStatus: number; upstreamPressure: { pressured: boolean; tempFailRate: number } };
+    expect(status).toMatchObject({ effectiveStatus: 0, upstreamPressure: { pressured: true, tempFailRate: 1 } });
+  });
+
   it('observe mode computes and logs verdicts but enforces nothing', async () => {
     const test = await start('mode: observe\n');
     expect(await earlyTalker(test.port, '127.17.0.1')).toBe(421);

@@ -3,29 +3,16 @@
 // leaves relaying untouched while /status says degraded, then not.
 import { randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FakeUpstream } from '../support/fake-upstream.js';
 import { startProxyProcess, type ProxyProcess } from '../support/proxy-process.js';
 import { startTestProxy, type TestProxy } from '../support/proxy.js';
 import { freePort, startRedis, stopRedis, waitForAsync } from '../support/redis-server.js';
+import { deleteKeys, TEST_REDIS_URL as REDIS_URL } from '../support/redis-keys.js';
 import { abandonedSession, completeSession, inParallel } from '../support/sessions.js';
+import { SmtpDialog } from '../support/smtp-dialog.js';
 
-const REDIS_URL = process.env.PUSHBACK_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
-async function deleteKeys(prefix: string): Promise<void> {
-  const redis = new Redis(REDIS_URL);
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
-      if (keys.length > 0) await redis.del(...keys);
-      cursor = next;
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
-}
 
 describe('two nodes sharing one Redis', () => {
   const prefix = `pbtest:${process.pid}:${randomBytes(4).toString('hex')}:`;
@@ -61,6 +48,25 @@ describe('two nodes sharing one Redis', () => {
     const codes = await inParallel(40, 10, () => completeSession(nodeB.smtpPort));
     expect(codes.every((code) => code === 250)).toBe(true);
     await waitForAsync(async () => (await nodeA.status()).status === 1, 10_000, 'node A to see status 1 again');
+  });
+
+  it('a verdict found on one node is enforced by the other', async () => {
+    // An early talker on node A earns a verdict there; node B meets it at its next connection.
+    const dialog = await SmtpDialog.connect(nodeA.smtpPort, { localAddress: '127.0.3.7' });
+    dialog.write('EHLO too.early\r\n');
+    expect((await dialog.reply()).code).toBe(421);
+    dialog.destroy();
+    await waitForAsync(async () => {
+      const metrics = await (await fetch(`http://127.0.0.1:${nodeA.adminPort}/metrics`)).text();
+      return /^pushback_verdicts_total\{action="tarpit",detector="early-talker"\} 1$/m.test(metrics);
+    }, 5_000, 'the verdict on node A');
+    const probe = await SmtpDialog.connect(nodeB.smtpPort, { localAddress: '127.0.3.7' });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    probe.destroy();
+    await waitForAsync(async () => {
+      const metrics = await (await fetch(`http://127.0.0.1:${nodeB.adminPort}/metrics`)).text();
+      return /^pushback_actions_total\{action="tarpit",enforced="true"\} 1$/m.test(metrics);
+    }, 5_000, 'node B to tarpit the same source');
   });
 
   it('a flash crowd of complete sessions never leaves status 1', async () => {
