@@ -224,7 +224,7 @@ async function main(): Promise<void> {
   const out = (text: string): void => void process.stdout.write(`${text}\n`);
   out(`\nsmtp-source on loopback, median of ${repeats} rounds (msg/s = messages / wall time)\n`);
   out([line(header), line(widths.map((width) => '-'.repeat(width))), ...rows.map(line)].join('\n'));
-  out(`\nrelay:      the proxy, default policy, into smtp-sink`);
+  out(`\nrelay:      the proxy, default policy in observe mode (detection runs, nothing is pushed back), into smtp-sink`);
   out(`quarantine: the proxy quarantining every source; each message fsynced (data, its directory, metadata, its directory)`
     + ` before the 250, spool on ${filesystemOf(spoolRoot)} (${spoolRoot})`);
   out(`release:    POST /quarantine/release {"all":true,"now":true} until nothing is held or releasing, counted at a counting smtp-sink;`
