@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { idsIn, spoolLayout } from '../src/quarantine/spool-layout.js';
 import { freeLoopbackPort, killAllChildrenNow, runSmtpSource, stopAllChildren, type Child } from './children.js';
 import { formatSize, median, type Load, type Sample } from './report.js';
-import { buildDist, machineInfo, measure, positiveNumber, sleep, sourceArgs, startProxyChild, startSink } from './servers.js';
+import { BENCH_POLICY_LINES, buildDist, machineInfo, OBSERVE_MODE, measure, positiveNumber, sleep, sourceArgs, startProxyChild, startSink } from './servers.js';
 
 const repeats = Math.max(1, Math.round(positiveNumber('BENCH_REPEATS', 3)));
 const scale = positiveNumber('BENCH_MESSAGES_SCALE', 1);
@@ -42,10 +42,9 @@ const spoolRoot = mkdtempSync(join(spoolParent, 'bench-quarantine-spool-'));
 const adminToken = randomBytes(24).toString('hex');
 process.env.PUSHBACK_ADMIN_TOKEN = adminToken;
 
-const common = ['server: { maxClients: 2000 }', 'log: { level: warn }', 'upstream: { xclient: "off" }   # smtp-sink does not offer XCLIENT', 'limits: { maxMessageBytes: 10240000 }'];
+const common = BENCH_POLICY_LINES;
 const relayPolicy = join(workDir, 'relay.yaml');
-// Relay with detection in observe mode: the single load generator is not pushed back (SFDS would).
-writeFileSync(relayPolicy, `${[...common, 'mode: observe'].join('\n')}\n`);
+writeFileSync(relayPolicy, `${[...common, OBSERVE_MODE].join('\n')}\n`);
 // One release window of a minute, twelve hours away: nothing leaves the spool unless the bench says "now".
 const windowHour = String((new Date().getUTCHours() + 12) % 24).padStart(2, '0');
 const quarantinePolicy = join(workDir, 'quarantine.yaml');

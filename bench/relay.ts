@@ -11,7 +11,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { killAllChildrenNow, runSmtpSource, startChild, stopAllChildren, stopChild, waitForGreeting, waitForStdout, type Child } from './children.js';
-import { buildDist, machineInfo, measure as measureRun, positiveNumber, ROOT, sleep, sourceArgs, startProxyChild, startSink } from './servers.js';
+import { BENCH_POLICY_LINES, buildDist, machineInfo, OBSERVE_MODE, measure as measureRun, positiveNumber, ROOT, sleep, sourceArgs, startProxyChild, startSink } from './servers.js';
 import { summariseProfile, type ProfileSummary, type SelfTime } from './cpu-profile.js';
 import { evaluateTargets, formatSamples, formatSize, formatTable, formatTargets, summariseRow, TARGETS, type Load, type Row, type Sample, type TargetName } from './report.js';
 
@@ -39,16 +39,7 @@ const LOADS: Load[] = [
 
 const workDir = mkdtempSync(join(os.tmpdir(), 'bench-relay-'));
 const policyFile = join(workDir, 'policy.yaml');
-writeFileSync(policyFile, [
-  'server: { maxClients: 2000 }',
-  'log: { level: warn }',
-  // Every detector runs and every verdict is computed, so their cost is measured, but one load
-  // generator at thousands of sessions a minute is not pushed back (it would be, rightly: SFDS).
-  'mode: observe',
-  'upstream: { xclient: "off" }   # smtp-sink does not offer XCLIENT',
-  'limits: { maxMessageBytes: 10240000 }',
-  '',
-].join('\n'));
+writeFileSync(policyFile, `${[...BENCH_POLICY_LINES, OBSERVE_MODE].join('\n')}\n`);
 
 process.on('exit', () => {
   killAllChildrenNow();

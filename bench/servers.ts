@@ -10,6 +10,20 @@ import type { Load, Sample } from './report.js';
 export const ROOT = resolve(import.meta.dirname, '..');
 const SMTP_SINK = '/usr/sbin/smtp-sink';
 
+/** Policy lines every relay benchmark's proxy shares: many clients, quiet logs, smtp-sink upstream. */
+export const BENCH_POLICY_LINES: readonly string[] = [
+  'server: { maxClients: 2000 }',
+  'log: { level: warn }',
+  'upstream: { xclient: "off" }   # smtp-sink does not offer XCLIENT',
+  'limits: { maxMessageBytes: 10240000 }',
+];
+
+/**
+ * For relay throughput: every detector runs and every verdict is computed (their cost is measured),
+ * but the single load generator, at thousands of sessions a minute, is not pushed back (SFDS would).
+ */
+export const OBSERVE_MODE = 'mode: observe';
+
 export function buildDist(progress: (text: string) => void): void {
   progress('building dist/ (tsc -p tsconfig.build.json) ...');
   execFileSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: ['ignore', 2, 2] });

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { freeLoopbackPort, killAllChildrenNow, runSmtpSource, stopAllChildren } from './children.js';
 import { formatSize, median, type Load, type Sample } from './report.js';
-import { buildDist, machineInfo, measure, positiveNumber, sleep, sourceArgs, startProxyChild, startSink } from './servers.js';
+import { BENCH_POLICY_LINES, buildDist, machineInfo, OBSERVE_MODE, measure, positiveNumber, sleep, sourceArgs, startProxyChild, startSink } from './servers.js';
 
 const repeats = Math.max(1, Math.round(positiveNumber('BENCH_REPEATS', 3)));
 const scale = positiveNumber('BENCH_MESSAGES_SCALE', 1);
@@ -30,15 +30,7 @@ type Store = (typeof STORES)[number];
 
 const workDir = mkdtempSync(join(os.tmpdir(), 'bench-status-'));
 const policyFile = join(workDir, 'policy.yaml');
-writeFileSync(policyFile, [
-  'server: { maxClients: 2000 }',
-  'log: { level: warn }',
-  // Detection runs in full (observe mode), but the single load generator is not pushed back.
-  'mode: observe',
-  'upstream: { xclient: "off" }   # smtp-sink does not offer XCLIENT',
-  `state: { keyPrefix: "${keyPrefix}" }`,
-  '',
-].join('\n'));
+writeFileSync(policyFile, `${[...BENCH_POLICY_LINES, OBSERVE_MODE, `state: { keyPrefix: "${keyPrefix}" }`].join('\n')}\n`);
 
 process.on('exit', () => {
   killAllChildrenNow();
