@@ -202,6 +202,28 @@ describe('operator release', () => {
     expect(h.spool.list()).toEqual([]);
   });
 
+  it('keeps a 5xx-rejected entry without bouncing by default, and with bounceRejected sends one DSN from <>', async () => {
+    const refusal = { recipientReplies: { 'victim@example.test': '550 5.1.1 <victim@example.test>: User unknown' } };
+    const quiet = await harness({ nowMs: WED_1200_BERLIN, upstream: refusal });
+    const kept = await quiet.add();
+    expect(await quiet.scheduler.release([kept.id], { force: true })).toMatchObject([{ outcome: 'rejected' }]);
+    expect(quiet.spool.get(kept.id)?.state).toBe('rejected');
+    expect(quiet.upstream.messages).toHaveLength(0); // no backscatter
+    await quiet.spool.close();
+
+    const bouncing = await harness({ nowMs: WED_1200_BERLIN, upstream: refusal, release: { bounceRejected: true } });
+    const entry = await bouncing.add();
+    expect(await bouncing.scheduler.release([entry.id], { force: true })).toMatchObject([{ outcome: 'rejected' }]);
+    expect(bouncing.upstream.messages).toHaveLength(1);
+    const notice = bouncing.upstream.messages[0]!;
+    expect(notice.mailFrom).toBe('');
+    expect(notice.rcptTo).toEqual(['sender@remote.test']);
+    const text = notice.body.toString('latin1');
+    expect(text).toMatch(/multipart\/report; .*report-type=delivery-status/i);
+    expect(text).toMatch(/Final-Recipient: rfc822; ?victim@example\.test/i);
+    expect(text).toMatch(/Status: 5\.1\.1/);
+  });
+
   it('releases rejected entries again on request and reports unknown ids', async () => {
     const h = await harness({ nowMs: WED_1200_BERLIN, upstream: { recipientReplies: { 'victim@example.test': '550 5.1.1 User unknown' } } });
     const entry = await h.add();
