@@ -7,15 +7,13 @@ import { addressBits, familyOf, networkAddress, parseAddress, type AddressFamily
 export interface CidrIssue {
   /** Position in the list given to parseCidrList (0-based). */
   index: number;
-  /** 1-based line, for lists parsed from text with parseCidrLines. */
-  line?: number;
   entry: string;
   message: string;
 }
 
 export class CidrListError extends Error {
   constructor(readonly issues: readonly CidrIssue[]) {
-    super(issues.map((issue) => `${issue.line !== undefined ? `line ${issue.line}` : `entry ${issue.index}`}: "${issue.entry}": ${issue.message}`).join('; '));
+    super(issues.map((issue) => `entry ${issue.index}: "${issue.entry}": ${issue.message}`).join('; '));
     this.name = 'CidrListError';
   }
 }
@@ -105,27 +103,16 @@ export class CidrList {
 
 /** Parses every entry (each trimmed) and throws one CidrListError listing all the bad ones. */
 export function parseCidrList(entries: readonly string[]): CidrList {
-  return parseNumbered(entries.map((entry, index) => ({ index, entry: entry.trim() })));
-}
-
-/** Parses a list file: one entry per line, "#" starts a comment, blank lines are skipped; issues carry line numbers. */
-export function parseCidrLines(text: string): CidrList {
-  const numbered = text.split(/\r?\n/).map((raw, index) => ({ index, line: index + 1, entry: raw.replace(/#.*$/, '').trim() }));
-  return parseNumbered(numbered.filter((item) => item.entry !== ''));
-}
-
-function parseNumbered(entries: ReadonlyArray<{ index: number; line?: number; entry: string }>): CidrList {
   const ranges: CidrRange[] = [];
   const issues: CidrIssue[] = [];
-  for (const { index, line, entry } of entries) {
+  entries.forEach((raw, index) => {
+    const entry = raw.trim();
     try {
       ranges.push(parseCidr(entry));
     } catch (error) {
-      const issue: CidrIssue = { index, entry, message: error instanceof Error ? error.message : String(error) };
-      if (line !== undefined) issue.line = line;
-      issues.push(issue);
+      issues.push({ index, entry, message: error instanceof Error ? error.message : String(error) });
     }
-  }
+  });
   if (issues.length > 0) throw new CidrListError(issues);
   return new CidrList(ranges);
 }

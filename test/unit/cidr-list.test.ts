@@ -1,6 +1,6 @@
 // Allow/deny CIDR lists: parsing (with positions of bad entries) and lookups, IPv4, IPv6 and IPv4-mapped IPv6.
 import { describe, expect, it } from 'vitest';
-import { CidrListError, parseCidr, parseCidrLines, parseCidrList } from '../../src/policy/cidr-list.js';
+import { CidrListError, parseCidr, parseCidrList } from '../../src/policy/cidr-list.js';
 
 function issuesOf(parse: () => unknown): CidrListError['issues'] {
   try {
@@ -77,14 +77,5 @@ describe('parse errors', () => {
       { index: 1, entry: 'bogus', message: 'not an IP address: "bogus"' },
       { index: 2, entry: '10.0.0.1/8', message: expect.stringMatching(/10\.0\.0\.0\/8/) },
     ]);
-  });
-
-  it('gives line numbers for list files, skipping comments and blank lines', () => {
-    const text = '# allow list\n192.0.2.0/24   # office\n\n  2001:db8::/32\r\n300.1.1.1\n';
-    expect(parseCidrLines('# nothing but comments\n\n').size).toBe(0);
-    expect(parseCidrLines(text.replace('300.1.1.1\n', '')).match('2001:db8::5')).toBe('2001:db8::/32');
-    const issues = issuesOf(() => parseCidrLines(text));
-    expect(issues).toEqual([{ index: 4, line: 5, entry: '300.1.1.1', message: 'not an IP address: "300.1.1.1"' }]);
-    expect(() => parseCidrLines(text)).toThrow(/line 5: "300\.1\.1\.1"/);
   });
 });
