@@ -186,6 +186,8 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
         policy: holder.state,
         sessionsActive: listener?.activeSessions ?? 0,
         tarpitActive: tarpits.active,
+        // This node's suspect prefixes (widest first): where pushback has widened, and narrowed again.
+        suspectPrefixes: detectors.prefixes.prefixes(Date.now()).slice(0, 50),
         quarantine: spool && scheduler ? { ...spool.stats(), release: scheduler.state() } : null,
       };
     },

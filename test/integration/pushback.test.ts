@@ -84,6 +84,8 @@ describe('pushback', () => {
     }
     // Four /24s become suspect, then the fifth makes their /16 suspect, which holds the sixth already.
     await waitForAsync(async () => (await metric(test, /^pushback_verdicts_total\{.*detector="prefix"\}/)) === 5, 5_000, 'four /24 and one /16 verdicts');
+    const status = (await (await fetch(`http://127.0.0.1:${test.proxy.adminAddress.port}/status`)).json()) as { suspectPrefixes: Array<{ prefix: string }> };
+    expect(status.suspectPrefixes[0]).toMatchObject({ prefix: '127.11.0.0/16' });
     // An address never seen, in a /24 never used, inside the /16: the widened prefix holds it.
     const dialog = await SmtpDialog.connect(test.port, { localAddress: '127.11.200.9' });
     await new Promise((resolve) => setTimeout(resolve, 300));
