@@ -10,6 +10,8 @@ missing=()
 command -v swaks >/dev/null || missing+=(swaks)
 command -v python3 >/dev/null || missing+=(python3)
 command -v redis-server >/dev/null || missing+=(redis-server)
+# nft checks the firewall script the proxy writes (nft -c -f).
+command -v nft >/dev/null || missing+=(nftables)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing from Debian: ${missing[*]}"

@@ -11,7 +11,9 @@ import type { ServerStatus } from './detect/entropy.js';
 import { PrefixAggregator } from './detect/prefix.js';
 import { observationFromRecord, SfdsAggregator } from './detect/sfds.js';
 import { UpstreamPressure } from './detect/upstream-pressure.js';
+import { FirewallExporter } from './enforce/firewall-export.js';
 import { TarpitSlots } from './enforce/tarpit-slots.js';
+import { pushbackRoute } from './admin/pushback-route.js';
 import { quarantineRoutes } from './admin/quarantine-routes.js';
 import { SpoolSink } from './quarantine/quarantine-sink.js';
 import { upstreamOptionsFromPolicy } from './quarantine/release-delivery.js';
@@ -112,6 +114,7 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     sharedStore: () => health.counters(),
     quarantine: () => spool?.stats(),
   });
+  const firewall = new FirewallExporter({ kv, policy: () => holder.current(), logger, metrics: metrics.firewall });
   const screen = new Screen({
     policy: () => holder.current(),
     kv,
@@ -122,7 +125,14 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
       return finding && { set: finding.set, flowsPerPeriod: finding.stats.flowsPerPeriod, meanPacketBytes: finding.stats.meanPacketBytes, durationPeriods: finding.stats.durationPeriods };
     },
     logger,
-    metrics,
+    metrics: {
+      verdict(action, detector) {
+        metrics.verdict(action, detector);
+        firewall.verdictStored(action);
+      },
+      decision: (action, enforced) => metrics.decision(action, enforced),
+      kvError: () => metrics.kvError(),
+    },
     quarantineAvailable: () => spool !== undefined,
   });
   listener = new SmtpListener({
@@ -173,6 +183,7 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
 
   recorder.start();
   await monitor.start();
+  await firewall.start();
   await scheduler?.start();
   let listening = false;
   const admin = new AdminServer({
@@ -194,6 +205,7 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     metrics: () => metrics.render(),
     ready: () => listening,
     routes: [
+      pushbackRoute(firewall),
       // Changes need the bearer token; read from the current policy, so a reload can rotate it.
       ...(spool && scheduler ? quarantineRoutes({ spool, release: (ids, options) => scheduler.release(ids, options) }, () => holder.current().quarantine.adminToken) : []),
       (request, url) => {
@@ -236,6 +248,7 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
       holder.stop();
       await Promise.all([listener?.close(), admin.close()]);
       monitor.stop();
+      await firewall.stop();
       await scheduler?.stop();
       await recorder.stop();
       await spool?.close();

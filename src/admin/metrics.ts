@@ -114,6 +114,24 @@ export class ProxyMetrics {
     expired: (): void => this.quarantineEvents.inc({ event: 'expired' }),
   };
 
+  /** Counters of the firewall export (src/enforce/firewall-export.ts). */
+  readonly firewall = (() => {
+    const registers = [this.registry];
+    const prefixes = new Gauge({ name: 'pushback_firewall_prefixes', help: 'Prefixes in the exported firewall sets, by family', labelNames: ['family'], registers });
+    const updates = new Counter({ name: 'pushback_firewall_updates_total', help: 'Changes of the exported firewall sets (file written, command started)', registers });
+    const commands = new Counter({ name: 'pushback_firewall_commands_total', help: 'Runs of the firewall command, by result (ok, failed, timeout)', labelNames: ['result'], registers });
+    const refreshErrors = new Counter({ name: 'pushback_firewall_refresh_errors_total', help: 'Reads of the shared verdicts for the firewall export that failed (the last set stays)', registers });
+    return {
+      updated(v4: number, v6: number): void {
+        prefixes.set({ family: 'ipv4' }, v4);
+        prefixes.set({ family: 'ipv6' }, v6);
+        updates.inc();
+      },
+      command: (result: 'ok' | 'failed' | 'timeout'): void => commands.inc({ result }),
+      refreshFailed: (): void => refreshErrors.inc(),
+    };
+  })();
+
   command(): void {
     this.commands.inc();
   }

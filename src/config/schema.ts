@@ -183,6 +183,8 @@ const logSchema = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
+/** An nftables table or set name: what nft accepts without quoting. */
+const nftName = z.string().regex(/^[A-Za-z][A-Za-z0-9_]{0,62}$/, 'must be a letter then letters, digits or _ (at most 63)');
 const statusValue = z.union([z.literal(1), z.literal(0), z.literal(-1)]);
 const actionName = z.enum(['pass', 'tarpit', 'defer', 'reject', 'quarantine']);
 
@@ -276,6 +278,34 @@ const pushbackSchema = z.strictObject({
     /** Sources tracked at once; beyond it the least active are forgotten (bounded memory). */
     maxSources: positiveInt.default(50_000),
   }).prefault({}),
+  /**
+   * Firewall pushback: the blocked prefixes (verdicts with these actions, and the deny list) exported for
+   * routers and firewalls, so a flood is dropped before it reaches the proxy at all.
+   */
+  firewall: z.strictObject({
+    /** Verdict actions that become firewall blocks. A block loses no mail only where the proxy refuses anyway. */
+    actions: z.array(actionName.exclude(['pass'])).default(['reject']),
+    /** The policy's deny list is exported too, as permanent elements. */
+    includeDenyList: z.boolean().default(true),
+    /** How often the shared verdicts are read again (other nodes' verdicts arrive this way). */
+    refreshSeconds: positiveInt.default(5),
+    /** Prefixes exported at most; beyond it the rest are left out and the log says so. */
+    maxEntries: positiveInt.default(65_536),
+    /** nftables script written atomically on every change; empty: none is written. */
+    nftablesFile: z.string().default(''),
+    table: nftName.default('smtp_pushback'),
+    setV4: nftName.default('blocked_v4'),
+    setV6: nftName.default('blocked_v6'),
+    /** Run after each change, without a shell ({file} is the nftables file), e.g. [nft, -f, "{file}"]; empty: none. */
+    command: z.array(z.string().min(1)).default([]),
+    commandTimeoutMs: positiveInt.default(10_000),
+  })
+    .refine((firewall) => firewall.setV4 !== firewall.setV6, { message: 'setV4 and setV6 must differ', path: ['setV6'] })
+    .refine((firewall) => firewall.nftablesFile !== '' || !firewall.command.some((arg) => arg.includes('{file}')), {
+      message: 'the command names {file} but no nftablesFile is set',
+      path: ['command'],
+    })
+    .prefault({}),
   /** Bencsáth's queue trigger: a slow or temp-failing Postfix makes the status at most 0. */
   upstreamPressure: z.strictObject({
     windowSeconds: positiveInt.default(30),

@@ -1,0 +1,188 @@
+// The blocked set that firewall pushback exports: which stored verdicts (and deny-list entries) become
+// firewall elements, how overlapping prefixes collapse into a set nftables accepts, and the three
+// renderings (JSON rows, one prefix per line, an nftables script). Pure: entries and times in, text out.
+import type { Action } from '../policy/actions.js';
+import { parseCidr } from '../policy/cidr-list.js';
+import { networkAddress, parseAddress, type AddressFamily } from '../detect/prefix.js';
+
+export interface BlockedPrefix {
+  /** Canonical "network/length" (an address on its own is a /32 or /128). */
+  prefix: string;
+  family: AddressFamily;
+  lengthBits: number;
+  /** The verdict's action, or "deny-list" for a permanent entry of the policy. */
+  action: Action | 'deny-list';
+  detector: string;
+  reasons: string[];
+  /** When the block ends; null for a permanent deny-list entry. */
+  expiresAtMs: number | null;
+}
+
+/** A stored verdict as the shared store lists it: key "v:<scope>", the verdict JSON, its remaining life. */
+export interface VerdictEntry {
+  key: string;
+  value: string;
+  ttlMs: number;
+}
+
+interface StoredVerdictFields {
+  action?: unknown;
+  detector?: unknown;
+  reasons?: unknown;
+}
+
+export const VERDICT_KEY_PREFIX = 'v:';
+
+/**
+ * The verdicts whose action is exported. The expiry is the store's remaining life (the Redis clock every
+ * node shares), not the expiresAtMs written inside, so nodes with skewed clocks export the same timeouts.
+ * Entries that do not parse are skipped: they are some other writer's, or from a version that wrote
+ * differently, and a firewall must never block on a guess.
+ */
+export function blockedFromVerdicts(entries: readonly VerdictEntry[], exportedActions: ReadonlySet<string>, nowMs: number): BlockedPrefix[] {
+  const blocked: BlockedPrefix[] = [];
+  for (const entry of entries) {
+    if (!entry.key.startsWith(VERDICT_KEY_PREFIX) || entry.ttlMs <= 0) continue;
+    let fields: StoredVerdictFields;
+    try {
+      fields = JSON.parse(entry.value) as StoredVerdictFields;
+    } catch {
+      continue;
+    }
+    if (typeof fields.action !== 'string' || !exportedActions.has(fields.action)) continue;
+    const range = tryParseCidr(entry.key.slice(VERDICT_KEY_PREFIX.length));
+    if (!range) continue;
+    blocked.push({
+      ...range,
+      action: fields.action as Action,
+      detector: typeof fields.detector === 'string' ? fields.detector : 'unknown',
+      reasons: Array.isArray(fields.reasons) ? fields.reasons.filter((reason): reason is string => typeof reason === 'string') : [],
+      // Infinity: a key written without expiry by something else (an operator's manual block) is permanent.
+      expiresAtMs: Number.isFinite(entry.ttlMs) ? nowMs + entry.ttlMs : null,
+    });
+  }
+  return blocked;
+}
+
+/** The policy's deny list as permanent elements. */
+export function blockedFromDenyList(deny: readonly string[]): BlockedPrefix[] {
+  return deny.flatMap((entry) => {
+    const range = tryParseCidr(entry);
+    return range ? [{ ...range, action: 'deny-list' as const, detector: 'deny-list', reasons: [`deny list ${range.prefix}`], expiresAtMs: null }] : [];
+  });
+}
+
+/**
+ * One element per address range, none inside another: an nftables interval set refuses overlapping
+ * elements ("conflicting intervals"), and a router ACL gains nothing from them. The same prefix twice
+ * keeps the later expiry (permanent beats any). A prefix inside a wider one is dropped even if it outlives
+ * it: the exporter refreshes when the wider one expires, and the narrower one comes back then.
+ * Sorted by family, then address order, then length.
+ */
+export function collapseBlocked(blocked: readonly BlockedPrefix[]): BlockedPrefix[] {
+  const byPrefix = new Map<string, BlockedPrefix>();
+  for (const entry of blocked) {
+    const known = byPrefix.get(entry.prefix);
+    if (!known || outlives(entry, known)) byPrefix.set(entry.prefix, entry);
+  }
+  const lengthsByFamily: Record<AddressFamily, number[]> = { ipv4: [], ipv6: [] };
+  for (const entry of byPrefix.values()) lengthsByFamily[entry.family].push(entry.lengthBits);
+  for (const family of ['ipv4', 'ipv6'] as const) lengthsByFamily[family] = [...new Set(lengthsByFamily[family])].sort((a, b) => a - b);
+  const kept = [...byPrefix.values()].filter((entry) => {
+    const address = parseAddress(entry.prefix.slice(0, entry.prefix.lastIndexOf('/')));
+    for (const length of lengthsByFamily[entry.family]) {
+      if (length >= entry.lengthBits) break;
+      if (byPrefix.has(`${networkAddress(address, length).toString()}/${length}`)) return false;
+    }
+    return true;
+  });
+  return kept.sort(comparePrefixes);
+}
+
+export interface NftablesNames {
+  table: string;
+  setV4: string;
+  setV6: string;
+}
+
+/** Elements per `add element` line: keeps lines readable and each statement well under nft's limits. */
+const ELEMENTS_PER_STATEMENT = 500;
+
+/**
+ * An nftables script for `nft -f`: declares the table and both sets (a no-op when they exist with the same
+ * definition), flushes them and adds the current elements with their remaining timeouts, all in the one
+ * transaction nft -f runs, so a router never sees a half-loaded set. The table holds only the sets: the
+ * rule that drops their members is the operator's (deploy/nftables), so loading this never changes a chain.
+ */
+export function renderNftables(blocked: readonly BlockedPrefix[], names: NftablesNames, nowMs: number): string {
+  const v4 = blocked.filter((entry) => entry.family === 'ipv4');
+  const v6 = blocked.filter((entry) => entry.family === 'ipv6');
+  const table = `inet ${names.table}`;
+  const lines = [
+    '#!/usr/sbin/nft -f',
+    `# smtp-pushback firewall sets, written ${new Date(nowMs).toISOString()}: ${v4.length} IPv4 and ${v6.length} IPv6 prefixes.`,
+    '# Generated: every refresh replaces this file atomically. Load it with `nft -f` and drop the sets\' members',
+    `# in a chain of your own, e.g. ip saddr @${names.setV4} tcp dport 25 drop (see deploy/nftables).`,
+    `table ${table} {`,
+    `\tset ${names.setV4} {`,
+    '\t\ttype ipv4_addr',
+    '\t\tflags interval, timeout',
+    '\t}',
+    `\tset ${names.setV6} {`,
+    '\t\ttype ipv6_addr',
+    '\t\tflags interval, timeout',
+    '\t}',
+    '}',
+    `flush set ${table} ${names.setV4}`,
+    `flush set ${table} ${names.setV6}`,
+  ];
+  for (const [set, entries] of [[names.setV4, v4], [names.setV6, v6]] as const) {
+    for (let start = 0; start < entries.length; start += ELEMENTS_PER_STATEMENT) {
+      const elements = entries.slice(start, start + ELEMENTS_PER_STATEMENT).map((entry) => nftElement(entry, nowMs));
+      lines.push(`add element ${table} ${set} { ${elements.join(', ')} }`);
+    }
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** One prefix per line, for routers and firewalls that pull (GET /pushback?format=text). */
+export function renderPrefixList(blocked: readonly BlockedPrefix[]): string {
+  return blocked.map((entry) => `${entry.prefix}\n`).join('');
+}
+
+/** Whole seconds left, at least 1: nft refuses a zero timeout, and a block must not outlast its verdict by more than a second. */
+export function timeoutSeconds(entry: BlockedPrefix, nowMs: number): number | null {
+  return entry.expiresAtMs === null ? null : Math.max(1, Math.ceil((entry.expiresAtMs - nowMs) / 1000));
+}
+
+function nftElement(entry: BlockedPrefix, nowMs: number): string {
+  // Hosts are written bare (a /32 element is the same thing, but reads as a range to an operator).
+  const host = entry.lengthBits === (entry.family === 'ipv4' ? 32 : 128);
+  const element = host ? entry.prefix.slice(0, entry.prefix.lastIndexOf('/')) : entry.prefix;
+  const seconds = timeoutSeconds(entry, nowMs);
+  return seconds === null ? element : `${element} timeout ${seconds}s`;
+}
+
+function outlives(candidate: BlockedPrefix, known: BlockedPrefix): boolean {
+  if (known.expiresAtMs === null) return false;
+  return candidate.expiresAtMs === null || candidate.expiresAtMs > known.expiresAtMs;
+}
+
+function tryParseCidr(text: string): Pick<BlockedPrefix, 'prefix' | 'family' | 'lengthBits'> | undefined {
+  try {
+    const range = parseCidr(text);
+    return { prefix: range.text, family: range.family, lengthBits: range.lengthBits };
+  } catch {
+    return undefined;
+  }
+}
+
+function comparePrefixes(left: BlockedPrefix, right: BlockedPrefix): number {
+  if (left.family !== right.family) return left.family === 'ipv4' ? -1 : 1;
+  const leftBytes = parseAddress(left.prefix.slice(0, left.prefix.lastIndexOf('/'))).toByteArray();
+  const rightBytes = parseAddress(right.prefix.slice(0, right.prefix.lastIndexOf('/'))).toByteArray();
+  for (let index = 0; index < leftBytes.length; index += 1) {
+    if (leftBytes[index] !== rightBytes[index]) return leftBytes[index]! - rightBytes[index]!;
+  }
+  return left.lengthBits - right.lengthBits;
+}

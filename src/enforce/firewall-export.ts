@@ -1,0 +1,267 @@
+// Firewall pushback, the enforcer that carries verdicts out beyond the proxy: every refreshSeconds it
+// reads the verdicts all nodes stored (the shared store), keeps those whose action the policy exports plus
+// the deny list, and when the set changes writes the nftables script atomically and runs the operator's
+// command. GET /pushback serves the last set. It never sits on a session's path: a slow store or a hung
+// command delays only the next refresh. When the store cannot be read the last set stays exported (its
+// elements carry their own timeouts, so nothing outlives its verdict by more than the kernel allows).
+import { spawn } from 'node:child_process';
+import { open, rename } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { Policy } from '../config/schema.js';
+import { removeIfPresent, writeAll } from '../quarantine/durable-fs.js';
+import type { SharedKv } from '../state/shared-kv.js';
+import { withTimeout } from '../state/shared-store-health.js';
+import {
+  blockedFromDenyList,
+  blockedFromVerdicts,
+  collapseBlocked,
+  renderNftables,
+  VERDICT_KEY_PREFIX,
+  type BlockedPrefix,
+} from './blocked-prefixes.js';
+
+export interface FirewallMetrics {
+  /** The set changed and was exported (file written, command started). */
+  updated(prefixesV4: number, prefixesV6: number): void;
+  command(result: 'ok' | 'failed' | 'timeout'): void;
+  refreshFailed(): void;
+}
+
+export interface FirewallSnapshot {
+  /** When the set was last read from the shared store; 0 before the first read. */
+  generatedAtMs: number;
+  /** False in observe mode: the entries are what would be blocked, and nothing is exported. */
+  enforced: boolean;
+  /** The last refresh could not read the store: these are the entries of the last one that could. */
+  stale: boolean;
+  /** More verdicts matched than maxEntries; the rest are left out. */
+  truncated: boolean;
+  entries: BlockedPrefix[];
+}
+
+export interface FirewallExportDependencies {
+  kv: SharedKv;
+  policy: () => Policy;
+  logger: Logger;
+  metrics?: FirewallMetrics | undefined;
+  now?: () => number;
+}
+
+/** Reading every verdict is several SCAN round trips: allowed longer than one hot-path call. */
+const SCAN_TIMEOUT_MS = 5_000;
+/** Expiries within this are the same element (the store's remaining life drifts by a few ms per read). */
+const SAME_EXPIRY_MS = 2_000;
+/** Earliest re-read after an element expires, so a narrower prefix hidden under it comes back promptly. */
+const MIN_REFRESH_MS = 250;
+const STDERR_KEPT_BYTES = 4_096;
+
+export class FirewallExporter {
+  private readonly now: () => number;
+  private snapshotNow: FirewallSnapshot = { generatedAtMs: 0, enforced: true, stale: false, truncated: false, entries: [] };
+  /** What was last exported (empty in observe mode): compared to decide whether anything changed. */
+  private exported: BlockedPrefix[] | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private refreshing: Promise<void> | undefined;
+  private commandRun: { child: ReturnType<typeof spawn>; done: Promise<void> } | undefined;
+  private commandAgain = false;
+  private refreshAgain = false;
+  private storeFailing = false;
+  private stopped = false;
+
+  constructor(private readonly deps: FirewallExportDependencies) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  /** Reads and exports the set once, then keeps refreshing until stop(). */
+  async start(): Promise<void> {
+    await this.refresh();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.refreshing;
+    this.commandRun?.child.kill('SIGTERM');
+    await this.commandRun?.done;
+  }
+
+  snapshot(): FirewallSnapshot {
+    return this.snapshotNow;
+  }
+
+  /** The prefixes a router should drop now: empty in observe mode, expired elements left out. */
+  exportedNow(): BlockedPrefix[] {
+    const nowMs = this.now();
+    return (this.exported ?? []).filter((entry) => entry.expiresAtMs === null || entry.expiresAtMs > nowMs);
+  }
+
+  /** One refresh; concurrent callers share it. */
+  refresh(): Promise<void> {
+    this.refreshing ??= this.refreshOnce().finally(() => {
+      this.refreshing = undefined;
+      if (this.refreshAgain && !this.stopped) {
+        this.refreshAgain = false;
+        void this.refresh();
+      } else {
+        this.schedule();
+      }
+    });
+    return this.refreshing;
+  }
+
+  /**
+   * A verdict this node just stored: read again now rather than at the next interval, so the firewall
+   * follows within a store round trip. One that lands during a read gets a read of its own after it.
+   */
+  verdictStored(action: string): void {
+    if (this.stopped || !this.deps.policy().pushback.firewall.actions.includes(action as never)) return;
+    if (this.refreshing) {
+      this.refreshAgain = true;
+      return;
+    }
+    void this.refresh();
+  }
+
+  private async refreshOnce(): Promise<void> {
+    const policy = this.deps.policy();
+    const firewall = policy.pushback.firewall;
+    const nowMs = this.now();
+    let verdicts;
+    try {
+      verdicts = await withTimeout(this.deps.kv.scan(VERDICT_KEY_PREFIX, firewall.maxEntries + 1, nowMs), SCAN_TIMEOUT_MS, 'firewall verdict scan');
+    } catch (error) {
+      this.deps.metrics?.refreshFailed();
+      if (!this.storeFailing) this.deps.logger.warn({ err: error }, 'firewall export: cannot read the shared verdicts; the last exported set stays');
+      this.storeFailing = true;
+      this.snapshotNow = { ...this.snapshotNow, stale: true };
+      return;
+    }
+    if (this.storeFailing) this.deps.logger.info('firewall export: shared verdicts readable again');
+    this.storeFailing = false;
+    const truncated = verdicts.length > firewall.maxEntries;
+    const blocked = collapseBlocked([
+      ...blockedFromVerdicts(verdicts.slice(0, firewall.maxEntries), new Set(firewall.actions), nowMs),
+      ...(firewall.includeDenyList ? blockedFromDenyList(policy.pushback.deny) : []),
+    ]);
+    if (truncated && !this.snapshotNow.truncated) {
+      this.deps.logger.warn({ maxEntries: firewall.maxEntries }, 'firewall export: more verdicts than pushback.firewall.maxEntries; the rest are not exported');
+    }
+    const enforced = policy.mode === 'enforce';
+    this.snapshotNow = { generatedAtMs: nowMs, enforced, stale: false, truncated, entries: blocked };
+    const exported = enforced ? blocked : [];
+    if (this.exported !== undefined && sameElements(this.exported, exported)) return;
+    this.exported = exported;
+    const v4 = exported.filter((entry) => entry.family === 'ipv4').length;
+    this.deps.metrics?.updated(v4, exported.length - v4);
+    this.deps.logger.info({ prefixesV4: v4, prefixesV6: exported.length - v4, enforced }, 'firewall set changed');
+    if (firewall.nftablesFile !== '') {
+      try {
+        await writeFileAtomically(firewall.nftablesFile, renderNftables(exported, firewall, nowMs));
+      } catch (error) {
+        this.deps.logger.error({ err: error, file: firewall.nftablesFile }, 'firewall export: cannot write the nftables file');
+        // Written next time even if nothing changes by then.
+        this.exported = undefined;
+        return;
+      }
+    }
+    if (firewall.command.length > 0) this.runCommand(policy);
+  }
+
+  /** Next read: the refresh interval, or sooner when an exported element expires. */
+  private schedule(): void {
+    if (this.stopped) return;
+    const nowMs = this.now();
+    let delayMs = this.deps.policy().pushback.firewall.refreshSeconds * 1000;
+    for (const entry of this.exported ?? []) {
+      if (entry.expiresAtMs !== null) delayMs = Math.min(delayMs, Math.max(MIN_REFRESH_MS, entry.expiresAtMs - nowMs + 10));
+    }
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.refresh(), delayMs);
+    this.timer.unref();
+  }
+
+  /**
+   * Starts the operator's command without waiting for it. One runs at a time: a change while it runs
+   * makes it run once more afterwards (the file then holds the newest set). Its failures are logged and
+   * counted; they change nothing else, and the next change runs it again.
+   */
+  private runCommand(policy: Policy): void {
+    if (this.commandRun) {
+      this.commandAgain = true;
+      return;
+    }
+    const { command, commandTimeoutMs, nftablesFile } = policy.pushback.firewall;
+    const argv = command.map((arg) => arg.replaceAll('{file}', nftablesFile));
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+      if (stderr.length < STDERR_KEPT_BYTES) stderr += chunk.slice(0, STDERR_KEPT_BYTES - stderr.length);
+    });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, commandTimeoutMs);
+    const done = new Promise<void>((resolve) => {
+      let finished = false;
+      // A program that cannot start emits 'error' and then 'close': count and log it once.
+      const finish = (code: number | null, error?: Error): void => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(timer);
+        const result = timedOut ? 'timeout' : code === 0 && !error ? 'ok' : 'failed';
+        this.deps.metrics?.command(result);
+        if (result === 'ok') this.deps.logger.debug({ command: argv }, 'firewall command done');
+        else this.deps.logger.error({ command: argv, exitCode: code, err: error, stderr: stderr.trim(), timeoutMs: timedOut ? commandTimeoutMs : undefined }, `firewall command ${result === 'timeout' ? 'timed out' : 'failed'}`);
+        this.commandRun = undefined;
+        resolve();
+        if (this.commandAgain && !this.stopped) {
+          this.commandAgain = false;
+          this.runCommand(this.deps.policy());
+        }
+      };
+      child.once('error', (error) => finish(null, error));
+      child.once('close', (code) => finish(code));
+    });
+    this.commandRun = { child, done };
+  }
+}
+
+/** Same prefixes with the same expiries (within SAME_EXPIRY_MS): nothing to export again. */
+function sameElements(before: readonly BlockedPrefix[], after: readonly BlockedPrefix[]): boolean {
+  if (before.length !== after.length) return false;
+  return before.every((entry, index) => {
+    const other = after[index]!;
+    if (entry.prefix !== other.prefix) return false;
+    if (entry.expiresAtMs === null || other.expiresAtMs === null) return entry.expiresAtMs === other.expiresAtMs;
+    return Math.abs(entry.expiresAtMs - other.expiresAtMs) < SAME_EXPIRY_MS;
+  });
+}
+
+/**
+ * Temporary file in the same directory, fsync, rename over the old one, fsync the directory: a reader
+ * (nft -f, a path unit) sees the old script or the new one, never half of one, even after a crash.
+ */
+export async function writeFileAtomically(file: string, content: string): Promise<void> {
+  const directory = path.dirname(file);
+  const temporary = path.join(directory, `.${path.basename(file)}.${process.pid}.tmp`);
+  await removeIfPresent(temporary);
+  const handle = await open(temporary, 'wx', 0o644);
+  try {
+    await writeAll(handle, Buffer.from(content, 'utf8'));
+    await handle.datasync();
+  } catch (error) {
+    await handle.close().catch(() => undefined);
+    await removeIfPresent(temporary);
+    throw error;
+  }
+  await handle.close();
+  await rename(temporary, file);
+  const directoryHandle = await open(directory, 'r');
+  try {
+    await directoryHandle.sync();
+  } finally {
+    await directoryHandle.close();
+  }
+}

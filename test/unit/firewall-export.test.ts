@@ -1,0 +1,123 @@
+// The firewall exporter over a memory store with injected time: it exports only on change, re-reads
+// when an element expires (so a narrower prefix hidden under a wider one comes back), keeps the last
+// set when the store fails, and retries a file it could not write. Policy problems name the key.
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { formatProblem, parsePolicyText } from '../../src/config/load.js';
+import type { Policy } from '../../src/config/schema.js';
+import { FirewallExporter } from '../../src/enforce/firewall-export.js';
+import { createLogger } from '../../src/log.js';
+import { MemoryKv } from '../../src/state/memory-kv.js';
+import type { SharedKv } from '../../src/state/shared-kv.js';
+
+function policyWith(yaml: string): Policy {
+  const result = parsePolicyText(yaml, 'p.yaml', {});
+  if (!result.ok) throw new Error(result.problems.map(formatProblem).join('\n'));
+  return result.policy;
+}
+
+function capturedLogger(): { logger: ReturnType<typeof createLogger>; lines: () => Array<{ msg: string }> } {
+  const chunks: string[] = [];
+  const stream = new Writable({ write(chunk, _encoding, done) { chunks.push(String(chunk)); done(); } });
+  return { logger: createLogger('info', stream), lines: () => chunks.join('').split('\n').filter(Boolean).map((line) => JSON.parse(line) as { msg: string }) };
+}
+
+const reject = (scope: string): string => JSON.stringify({ action: 'reject', detector: 'non-smtp', reasons: ['r'], scope });
+
+describe('FirewallExporter', () => {
+  it('writes on change only, and brings back a narrower prefix when the wider one around it expires', async () => {
+    const directory = mkdtempSync(join(tmpdir(), 'pushback-fw-unit-'));
+    const file = join(directory, 'set.nft');
+    let nowMs = 1_000_000;
+    const kv = new MemoryKv();
+    const updates: number[] = [];
+    const exporter = new FirewallExporter({
+      kv,
+      policy: () => policyWith(`pushback: { firewall: { nftablesFile: "${file}", refreshSeconds: 3600 } }`),
+      logger: capturedLogger().logger,
+      metrics: { updated: (v4) => updates.push(v4), command: () => undefined, refreshFailed: () => undefined },
+      now: () => nowMs,
+    });
+    await kv.set('v:192.0.2.0/24', reject('192.0.2.0/24'), 10_000, nowMs);
+    await kv.set('v:192.0.2.7', reject('192.0.2.7'), 60_000, nowMs);
+    await exporter.start();
+    expect(readFileSync(file, 'utf8')).toContain('{ 192.0.2.0/24 timeout 10s }');
+    nowMs += 1_000;
+    await exporter.refresh();
+    expect(updates).toEqual([1]);
+    nowMs += 9_500;
+    await exporter.refresh();
+    expect(readFileSync(file, 'utf8')).toContain('{ 192.0.2.7 timeout 50s }');
+    expect(exporter.exportedNow().map((entry) => entry.prefix)).toEqual(['192.0.2.7/32']);
+    expect(updates).toEqual([1, 1]);
+    await exporter.stop();
+    rmSync(directory, { recursive: true });
+  });
+
+  it('keeps the last set, marked stale, while the store fails, and logs the outage once', async () => {
+    const kv = new MemoryKv();
+    let failing = false;
+    const flaky: SharedKv = Object.assign(Object.create(kv) as SharedKv, {
+      scan: (...args: Parameters<SharedKv['scan']>) => (failing ? Promise.reject(new Error('connection lost')) : kv.scan(...args)),
+    });
+    const log = capturedLogger();
+    const exporter = new FirewallExporter({ kv: flaky, policy: () => policyWith('pushback: { firewall: { refreshSeconds: 3600 } }'), logger: log.logger });
+    await kv.set('v:192.0.2.7', reject('192.0.2.7'), 60_000, Date.now());
+    await exporter.start();
+    failing = true;
+    await exporter.refresh();
+    await exporter.refresh();
+    expect(exporter.snapshot().stale).toBe(true);
+    expect(exporter.exportedNow().map((entry) => entry.prefix)).toEqual(['192.0.2.7/32']);
+    failing = false;
+    await exporter.refresh();
+    expect(exporter.snapshot().stale).toBe(false);
+    await exporter.stop();
+    const messages = log.lines().map((line) => line.msg);
+    expect(messages.filter((msg) => msg.includes('cannot read the shared verdicts'))).toHaveLength(1);
+    expect(messages).toContain('firewall export: shared verdicts readable again');
+  });
+
+  it('writes the file on a later refresh when it could not the first time', async () => {
+    const directory = join(mkdtempSync(join(tmpdir(), 'pushback-fw-unit-')), 'not-yet');
+    const file = join(directory, 'set.nft');
+    const log = capturedLogger();
+    const exporter = new FirewallExporter({ kv: new MemoryKv(), policy: () => policyWith(`pushback: { deny: [192.0.2.0/24], firewall: { nftablesFile: "${file}", refreshSeconds: 3600 } }`), logger: log.logger });
+    await exporter.start();
+    expect(log.lines().some((line) => line.msg === 'firewall export: cannot write the nftables file')).toBe(true);
+    mkdirSync(directory);
+    await exporter.refresh();
+    expect(readFileSync(file, 'utf8')).toContain('{ 192.0.2.0/24 }');
+    await exporter.stop();
+  });
+});
+
+describe('firewall policy', () => {
+  it('refuses equal set names, bad names and a {file} command without a file, naming the key', () => {
+    const result = parsePolicyText([
+      'pushback:',
+      '  firewall:',
+      '    setV4: same',
+      '    setV6: same',
+      '    table: "bad name"',
+      '    command: [nft, -f, "{file}"]',
+    ].join('\n'), 'p.yaml', {});
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    const lines = result.problems.map(formatProblem);
+    expect(lines).toEqual(expect.arrayContaining([
+      expect.stringMatching(/^p\.yaml:5:\d+: pushback\.firewall\.table: must be a letter/),
+    ]));
+    // Cross-field checks run once the fields themselves are valid.
+    const second = parsePolicyText('pushback:\n  firewall:\n    setV4: same\n    setV6: same\n    command: [nft, -f, "{file}"]\n', 'p.yaml', {});
+    expect(second.ok).toBe(false);
+    if (second.ok) return;
+    expect(second.problems.map(formatProblem)).toEqual(expect.arrayContaining([
+      expect.stringMatching(/pushback\.firewall\.setV6: setV4 and setV6 must differ/),
+      expect.stringMatching(/pushback\.firewall\.command: the command names \{file\} but no nftablesFile is set/),
+    ]));
+  });
+});
