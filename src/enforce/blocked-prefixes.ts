@@ -3,7 +3,7 @@
 // renderings (JSON rows, one prefix per line, an nftables script). Pure: entries and times in, text out.
 import type { Action } from '../policy/actions.js';
 import { parseCidr } from '../policy/cidr-list.js';
-import { networkAddress, parseAddress, type AddressFamily } from '../detect/prefix.js';
+import { addressBits, parseAddress, type AddressFamily } from '../detect/prefix.js';
 
 export interface BlockedPrefix {
   /** Canonical "network/length" (an address on its own is a /32 or /128). */
@@ -88,15 +88,26 @@ export function collapseBlocked(blocked: readonly BlockedPrefix[]): BlockedPrefi
   const lengthsByFamily: Record<AddressFamily, number[]> = { ipv4: [], ipv6: [] };
   for (const entry of byPrefix.values()) lengthsByFamily[entry.family].push(entry.lengthBits);
   for (const family of ['ipv4', 'ipv6'] as const) lengthsByFamily[family] = [...new Set(lengthsByFamily[family])].sort((a, b) => a - b);
-  const kept = [...byPrefix.values()].filter((entry) => {
-    const address = parseAddress(entry.prefix.slice(0, entry.prefix.lastIndexOf('/')));
-    for (const length of lengthsByFamily[entry.family]) {
-      if (length >= entry.lengthBits) break;
-      if (byPrefix.has(`${networkAddress(address, length).toString()}/${length}`)) return false;
-    }
-    return true;
-  });
-  return kept.sort(comparePrefixes);
+  // Each network is read once into a number: containment is a shift and a set lookup per length.
+  const networks = new Map<BlockedPrefix, number | bigint>();
+  for (const entry of byPrefix.values()) networks.set(entry, networkValue(entry));
+  const held = new Set<string>();
+  for (const [entry, network] of networks) held.add(containerKey(entry.family, network, entry.lengthBits));
+  const kept = [...networks].filter(([entry, network]) => !lengthsByFamily[entry.family].some((length) => length < entry.lengthBits && held.has(containerKey(entry.family, network, length))));
+  return kept
+    .sort(([left, leftNetwork], [right, rightNetwork]) => {
+      if (left.family !== right.family) return left.family === 'ipv4' ? -1 : 1;
+      if (leftNetwork !== rightNetwork) return leftNetwork < rightNetwork ? -1 : 1;
+      return left.lengthBits - right.lengthBits;
+    })
+    .map(([entry]) => entry);
+}
+
+/** The network's first `length` bits, as a key: IPv4 in plain numbers (the common case, and cheap), IPv6 in bigint. */
+function containerKey(family: AddressFamily, network: number | bigint, length: number): string {
+  const shift = addressBits(family) - length;
+  const top = typeof network === 'number' ? (shift === 32 ? 0 : network >>> shift) : network >> BigInt(shift);
+  return `${family === 'ipv4' ? 4 : 6}:${top}/${length}`;
 }
 
 export interface NftablesNames {
@@ -168,7 +179,23 @@ function outlives(candidate: BlockedPrefix, known: BlockedPrefix): boolean {
   return candidate.expiresAtMs === null || candidate.expiresAtMs > known.expiresAtMs;
 }
 
+const IPV4_CIDR = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:\/(\d{1,2}))?$/;
+
+/**
+ * Verdict scopes are written canonical by the screen (an address, or "network/length"): dotted IPv4,
+ * by far the common case under a flood, is read by hand here, as parseCidr costs tens of microseconds
+ * and the export reads every verdict each refresh. Anything else, or anything odd, goes to parseCidr.
+ */
 function tryParseCidr(text: string): Pick<BlockedPrefix, 'prefix' | 'family' | 'lengthBits'> | undefined {
+  const match = IPV4_CIDR.exec(text);
+  if (match) {
+    const octets = match.slice(1, 5).map(Number);
+    const lengthBits = match[5] === undefined ? 32 : Number(match[5]);
+    const canonical = octets.every((octet, index) => octet <= 255 && String(octet) === match[index + 1]);
+    if (canonical && lengthBits <= 32 && (ipv4Value(octets) & ~ipv4Mask(lengthBits)) === 0) {
+      return { prefix: `${octets.join('.')}/${lengthBits}`, family: 'ipv4', lengthBits };
+    }
+  }
   try {
     const range = parseCidr(text);
     return { prefix: range.text, family: range.family, lengthBits: range.lengthBits };
@@ -177,12 +204,18 @@ function tryParseCidr(text: string): Pick<BlockedPrefix, 'prefix' | 'family' | '
   }
 }
 
-function comparePrefixes(left: BlockedPrefix, right: BlockedPrefix): number {
-  if (left.family !== right.family) return left.family === 'ipv4' ? -1 : 1;
-  const leftBytes = parseAddress(left.prefix.slice(0, left.prefix.lastIndexOf('/'))).toByteArray();
-  const rightBytes = parseAddress(right.prefix.slice(0, right.prefix.lastIndexOf('/'))).toByteArray();
-  for (let index = 0; index < leftBytes.length; index += 1) {
-    if (leftBytes[index] !== rightBytes[index]) return leftBytes[index]! - rightBytes[index]!;
-  }
-  return left.lengthBits - right.lengthBits;
+function ipv4Value(octets: readonly number[]): number {
+  return ((octets[0]! << 24) | (octets[1]! << 16) | (octets[2]! << 8) | octets[3]!) | 0;
 }
+
+function ipv4Mask(lengthBits: number): number {
+  return lengthBits === 0 ? 0 : (-1 << (32 - lengthBits)) | 0;
+}
+
+/** The network of a canonical prefix as an unsigned number (IPv4) or a bigint (IPv6, 128 bits). */
+function networkValue(entry: BlockedPrefix): number | bigint {
+  const address = entry.prefix.slice(0, entry.prefix.lastIndexOf('/'));
+  if (entry.family === 'ipv4') return ipv4Value(address.split('.').map(Number)) >>> 0;
+  return parseAddress(address).toByteArray().reduce((value, byte) => (value << 8n) | BigInt(byte), 0n);
+}
+

@@ -6,6 +6,7 @@
 // elements carry their own timeouts, so nothing outlives its verdict by more than the kernel allows).
 import { spawn } from 'node:child_process';
 import { open, rename } from 'node:fs/promises';
+import { setImmediate as setImmediatePromise } from 'node:timers/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Policy } from '../config/schema.js';
@@ -55,6 +56,8 @@ const SAME_EXPIRY_MS = 2_000;
 /** Earliest re-read after an element expires, so a narrower prefix hidden under it comes back promptly. */
 const MIN_REFRESH_MS = 250;
 const STDERR_KEPT_BYTES = 4_096;
+/** Verdicts parsed between two turns of the event loop. */
+const PARSE_CHUNK = 2_000;
 
 export class FirewallExporter {
   private readonly now: () => number;
@@ -140,10 +143,16 @@ export class FirewallExporter {
     if (this.storeFailing) this.deps.logger.info('firewall export: shared verdicts readable again');
     this.storeFailing = false;
     const truncated = verdicts.length > firewall.maxEntries;
-    const blocked = collapseBlocked([
-      ...blockedFromVerdicts(verdicts.slice(0, firewall.maxEntries), new Set(firewall.actions), nowMs),
-      ...(firewall.includeDenyList ? blockedFromDenyList(policy.pushback.deny) : []),
-    ]);
+    // Tens of thousands of verdicts take a while to read: a few thousand at a time, letting sessions
+    // run in between, so the event loop never waits for the whole set.
+    const candidates = firewall.includeDenyList ? blockedFromDenyList(policy.pushback.deny) : [];
+    const exportedActions = new Set<string>(firewall.actions);
+    for (let start = 0; start < Math.min(verdicts.length, firewall.maxEntries); start += PARSE_CHUNK) {
+      candidates.push(...blockedFromVerdicts(verdicts.slice(start, Math.min(start + PARSE_CHUNK, firewall.maxEntries)), exportedActions, nowMs));
+      await setImmediatePromise();
+    }
+    const blocked = collapseBlocked(candidates);
+    await setImmediatePromise();
     if (truncated && !this.snapshotNow.truncated) {
       this.deps.logger.warn({ maxEntries: firewall.maxEntries }, 'firewall export: more verdicts than pushback.firewall.maxEntries; the rest are not exported');
     }
