@@ -11,6 +11,7 @@ import type { ServerStatus } from './detect/entropy.js';
 import { PrefixAggregator } from './detect/prefix.js';
 import { observationFromRecord, SfdsAggregator } from './detect/sfds.js';
 import { UpstreamPressure } from './detect/upstream-pressure.js';
+import { NetworkNotices } from './enforce/network-notices.js';
 import { TarpitSlots } from './enforce/tarpit-slots.js';
 import { quarantineRoutes } from './admin/quarantine-routes.js';
 import { SpoolSink } from './quarantine/quarantine-sink.js';
@@ -112,6 +113,13 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     sharedStore: () => health.counters(),
     quarantine: () => spool?.stats(),
   });
+  const notices = new NetworkNotices({
+    policy: () => holder.current(),
+    kv,
+    floodingRecords: (source, nowMs) => detectors.sfds.floodingRecords(source, nowMs),
+    logger,
+    metrics: metrics.notices,
+  });
   const screen = new Screen({
     policy: () => holder.current(),
     kv,
@@ -124,6 +132,7 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     logger,
     metrics,
     quarantineAvailable: () => spool !== undefined,
+    onVerdict: (event) => notices.flag(event),
   });
   listener = new SmtpListener({
     policy,
@@ -237,6 +246,7 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
       await Promise.all([listener?.close(), admin.close()]);
       monitor.stop();
       await scheduler?.stop();
+      await notices.stop();
       await recorder.stop();
       await spool?.close();
       await closeShared();
