@@ -61,7 +61,7 @@ export function describeAction(verdict: { action: Action; mode: 'enforce' | 'obs
     case 'reject':
       return `rejected its connections (554) ${until}`;
     case 'quarantine':
-      return `quarantined its mail (accepted, held for off-peak delivery after review) ${until}`;
+      return `quarantined its mail (accepted, held back for delivery off-peak) ${until}`;
   }
 }
 
@@ -99,6 +99,8 @@ export function composeNotice(input: NoticeInput): NoticeContent {
 function recordLines(record: FloodingRecord): string[] {
   const perHour = record.flowsPerPeriod * (3_600 / record.periodSeconds);
   const rows: Array<[string, string]> = [
+    ['Thresholds', `over ${formatNumber(record.minMeanPacketBytes)} bytes a packet, ${formatNumber(record.minFlowsPerPeriod)} flows `
+      + `a period of ${record.periodSeconds} s, for over ${record.minDurationPeriods} period(s)`],
     ['Time range', `${isoUtc(record.firstStartMs)} to ${isoUtc(record.lastEndMs)}`],
     ['Flows (sessions)', String(record.flows)],
     ['Packets', String(record.packets)],
@@ -108,12 +110,15 @@ function recordLines(record: FloodingRecord): string[] {
     ['Rate', `${record.flowsPerPeriod.toFixed(1)} flows per period (${perHour.toFixed(1)} per hour)`],
     ['What we did', record.action],
   ];
+  const indent = ' '.repeat(ROW_INDENT);
   return [
-    `Source ${record.source}, set "${record.set}": over ${formatNumber(record.minMeanPacketBytes)} bytes a packet, `
-      + `${formatNumber(record.minFlowsPerPeriod)} flows a period of ${record.periodSeconds} s, for over ${record.minDurationPeriods} period(s)`,
-    ...rows.map(([name, value]) => `  ${`${name}:`.padEnd(19)}${value}`),
+    `Source ${record.source}, SFDS set "${record.set}"`,
+    ...rows.map(([name, value]) => `  ${`${name}:`.padEnd(ROW_INDENT - 2)}${wrap(value, LINE_WIDTH - ROW_INDENT).replace(/\n/g, `\n${indent}`)}`),
   ];
 }
+
+/** Where record values start: after "  Mean packet size: ". */
+const ROW_INDENT = 21;
 
 const CSV_COLUMNS = [
   'source', 'set', 'first_start_utc', 'last_end_utc', 'flows', 'packets', 'bytes', 'mean_packet_bytes',
@@ -141,8 +146,10 @@ function formatNumber(value: number): string {
   return Number.isInteger(value) ? String(value) : String(Number(value.toFixed(2)));
 }
 
-/** Plain-text paragraphs at 76 columns, so no client has to rewrap them. */
-function wrap(paragraph: string, width = 76): string {
+/** Plain text at 76 columns: read as sent by any client, and sent as 7bit rather than quoted-printable. */
+const LINE_WIDTH = 76;
+
+function wrap(paragraph: string, width = LINE_WIDTH): string {
   const lines: string[] = [];
   let line = '';
   for (const word of paragraph.split(' ')) {

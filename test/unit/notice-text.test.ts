@@ -39,7 +39,9 @@ describe('composeNotice', () => {
     const text = notice.text;
     expect(text).toMatch(/^Hello Jane Doe,\n/);
     expect(text).toContain('Example High School (163.25.154.0/24)');
-    expect(text).toContain('Source 163.25.154.253, set "paper-hourly": over 100 bytes a packet, 180 flows a period of 3600 s, for over 5 period(s)');
+    expect(text).toContain('Source 163.25.154.253, SFDS set "paper-hourly"\n'
+      + '  Thresholds:        over 100 bytes a packet, 180 flows a period of 3600 s,\n'
+      + '                     for over 5 period(s)\n');
     expect(text).toContain('  Time range:        2003-11-02T08:00:12Z to 2003-11-02T13:59:58Z\n');
     expect(text).toContain('  Flows (sessions):  1250\n');
     expect(text).toContain('  Packets:           15000\n');
@@ -47,9 +49,11 @@ describe('composeNotice', () => {
     expect(text).toContain('  Mean packet size:  140.0 bytes\n');
     expect(text).toContain('  Duration:          6 periods of 3600 s\n');
     expect(text).toContain('  Rate:              208.3 flows per period (208.3 per hour)\n');
-    expect(text).toContain('  What we did:       quarantined its mail');
+    expect(text).toContain('  What we did:       quarantined its mail (accepted, held for off-peak\n'
+      + '                     delivery after review) until 2003-11-02T14:10:00Z (then\n'
+      + '                     judged afresh)\n');
     expect(text).toContain('at most one such notice every 24 hours');
-    expect(text.split('\n').every((line) => line.length <= 200)).toBe(true);
+    expect(text.split('\n').filter((line) => line.length > 76)).toEqual([]);
   });
 
   it('attaches the records as CSV', () => {
