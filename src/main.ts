@@ -12,6 +12,7 @@ import { PrefixAggregator } from './detect/prefix.js';
 import { observationFromRecord, SfdsAggregator } from './detect/sfds.js';
 import { UpstreamPressure } from './detect/upstream-pressure.js';
 import { FirewallExporter } from './enforce/firewall-export.js';
+import { NetworkNotices } from './enforce/network-notices.js';
 import { TarpitSlots } from './enforce/tarpit-slots.js';
 import { pushbackRoute } from './admin/pushback-route.js';
 import { quarantineRoutes } from './admin/quarantine-routes.js';
@@ -115,6 +116,13 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     quarantine: () => spool?.stats(),
   });
   const firewall = new FirewallExporter({ kv, policy: () => holder.current(), logger, metrics: metrics.firewall });
+  const notices = new NetworkNotices({
+    policy: () => holder.current(),
+    kv,
+    floodingRecords: (source, nowMs) => detectors.sfds.floodingRecords(source, nowMs),
+    logger,
+    metrics: metrics.notices,
+  });
   const screen = new Screen({
     policy: () => holder.current(),
     kv,
@@ -134,6 +142,7 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
       kvError: () => metrics.kvError(),
     },
     quarantineAvailable: () => spool !== undefined,
+    onVerdict: (event) => notices.flag(event),
   });
   listener = new SmtpListener({
     policy,
@@ -250,6 +259,7 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
       monitor.stop();
       await firewall.stop();
       await scheduler?.stop();
+      await notices.stop();
       await recorder.stop();
       await spool?.close();
       await closeShared();

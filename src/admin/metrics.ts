@@ -25,6 +25,7 @@ export class ProxyMetrics {
   private readonly decisions: Counter<'action' | 'enforced'>;
   private readonly kvErrors: Counter;
   private readonly quarantineEvents: Counter<'event'>;
+  private readonly noticeEvents: Counter<'outcome'>;
   private readonly upstreamReply: Histogram<'step'>;
   private readonly upstreamReplyByStep = new Map<string, { observe(seconds: number): void }>();
 
@@ -44,6 +45,12 @@ export class ProxyMetrics {
       name: 'pushback_quarantine_events_total',
       help: 'Quarantine events: accepted, refused_full, refused_failed, released, retried, rejected, expired',
       labelNames: ['event'],
+      registers,
+    });
+    this.noticeEvents = new Counter({
+      name: 'pushback_notices_total',
+      help: 'Notices to source networks: sent (or written, dry run) and failed per notice; suppressed (rate limited) and no_contact per flagged source',
+      labelNames: ['outcome'],
       registers,
     });
     new Gauge({ name: 'pushback_quarantine_entries', help: 'Messages held in the quarantine spool', registers, collect() { this.set(sources.quarantine()?.entries ?? 0); } });
@@ -131,6 +138,13 @@ export class ProxyMetrics {
       refreshFailed: (): void => refreshErrors.inc(),
     };
   })();
+  /** Counters of the notices to source networks. */
+  readonly notices = {
+    sent: (): void => this.noticeEvents.inc({ outcome: 'sent' }),
+    suppressed: (): void => this.noticeEvents.inc({ outcome: 'suppressed' }),
+    noContact: (): void => this.noticeEvents.inc({ outcome: 'no_contact' }),
+    failed: (): void => this.noticeEvents.inc({ outcome: 'failed' }),
+  };
 
   command(): void {
     this.commands.inc();

@@ -2,8 +2,10 @@
 // Every problem is reported with the file, the line and the reason, so `check-config` and a
 // refused reload say exactly where to look. Nothing here keeps state: reload calls it again.
 import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { LineCounter, isMap, isScalar, parseDocument, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
+import { parseContactsText } from './contacts-file.js';
 import { policySchema, type Policy } from './schema.js';
 
 export interface PolicyProblem {
@@ -42,7 +44,27 @@ export async function loadPolicyFile(file: string, env: NodeJS.ProcessEnv = proc
   } catch (error) {
     return { ok: false, source: file, problems: [{ source: file, line: 0, column: 0, path: '', reason: (error as Error).message }] };
   }
-  return parsePolicyText(text, file, env);
+  const result = parsePolicyText(text, file, env);
+  return result.ok ? withContactsFile(result.policy, file) : result;
+}
+
+/**
+ * The policy with the contacts of notices.contactsFile (relative to the policy file) after its inline ones.
+ * Read at every load, so a reload (SIGHUP) picks up an edited contacts file; its problems refuse the policy.
+ */
+async function withContactsFile(policy: Policy, file: string): Promise<PolicyResult> {
+  const { contactsFile, contacts } = policy.notices;
+  if (contactsFile === null) return { ok: true, source: file, policy };
+  const path = resolve(dirname(file), contactsFile);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    return { ok: false, source: file, problems: [{ source: path, line: 0, column: 0, path: 'notices.contactsFile', reason: (error as Error).message }] };
+  }
+  const parsed = parseContactsText(text, path, contacts);
+  if (!parsed.ok) return { ok: false, source: file, problems: parsed.problems };
+  return { ok: true, source: file, policy: deepFreeze({ ...policy, notices: { ...policy.notices, contacts: [...contacts, ...parsed.contacts] } }) };
 }
 
 /** The embedded default: no file at all, only the schema's defaults and the environment. */
@@ -50,6 +72,7 @@ export function defaultPolicy(env: NodeJS.ProcessEnv = process.env): PolicyResul
   return parsePolicyText('', '(built-in defaults)', env);
 }
 
+/** Text only: files the policy names (notices.contactsFile) are read by loadPolicyFile. */
 export function parsePolicyText(text: string, source: string, env: NodeJS.ProcessEnv = process.env): PolicyResult {
   const lineCounter = new LineCounter();
   const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
@@ -80,7 +103,7 @@ export function parsePolicyText(text: string, source: string, env: NodeJS.Proces
   return { ok: false, source, problems };
 }
 
-function locateIssue(
+export function locateIssue(
   issue: z.core.$ZodIssue,
   document: Document,
   lineCounter: LineCounter,

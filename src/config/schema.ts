@@ -315,6 +315,77 @@ const pushbackSchema = z.strictObject({
   }).prefault({}),
 });
 
+const emailAddress = z.email('expected an email address (user@domain.example)');
+
+/** One network's contact (seed 001 §3.1: organisation, administrator, email, sub-network). */
+export const noticeContactSchema = z.strictObject({
+  /** The network, CIDR or address; a source gets the contact of the longest prefix holding it. */
+  cidr,
+  organisation: z.string().min(1),
+  email: emailAddress,
+  /** The administrator's name, for the greeting. */
+  name: z.string().min(1).optional(),
+});
+
+export type NoticeContact = z.output<typeof noticeContactSchema>;
+
+/** Entries naming a network an earlier entry already names (one contact per network); unparsable ones are skipped. */
+export function duplicateNetworks(cidrs: readonly string[]): Array<{ index: number; firstIndex: number; network: string }> {
+  const seen = new Map<string, number>();
+  const duplicates: Array<{ index: number; firstIndex: number; network: string }> = [];
+  cidrs.forEach((text, index) => {
+    let network: string;
+    try {
+      network = parseCidr(text).text;
+    } catch {
+      return;
+    }
+    const firstIndex = seen.get(network);
+    if (firstIndex === undefined) seen.set(network, index);
+    else duplicates.push({ index, firstIndex, network });
+  });
+  return duplicates;
+}
+
+const noticesSchema = z
+  .strictObject({
+    /** Email the network's contact when one of its sources floods (SFDS verdict). Off by default. */
+    enabled: z.boolean().default(false),
+    /** Envelope and header sender of notices; required when enabled. */
+    from: emailAddress.nullable().default(null),
+    cc: z.array(emailAddress).default([]),
+    bcc: z.array(emailAddress).default([]),
+    relay: z.strictObject({
+      /** The SMTP relay notices go through; required when enabled without dryRunDir. */
+      address: hostPort.nullable().default(null),
+      /** TLS from the start (port 465); otherwise STARTTLS when the relay offers it. */
+      secure: z.boolean().default(false),
+      auth: z.strictObject({ user: z.string().min(1), pass: z.string() }).nullable().default(null),
+      /** Connect, greeting, each reply, and the whole send: a notice slower than this has failed. */
+      timeoutMs: positiveInt.default(10_000),
+    }).prefault({}),
+    /** At most one notice per contact address per period, shared by every node through the state store. */
+    periodHours: z.number().positive().default(24),
+    /** Wait this long after the first flooding source of a network, so one notice lists its neighbours too. */
+    batchDelayMs: nonNegativeInt.default(5_000),
+    contacts: z.array(noticeContactSchema).default([]).superRefine((contacts, ctx) => {
+      for (const { index, firstIndex, network } of duplicateNetworks(contacts.map((contact) => contact.cidr))) {
+        ctx.addIssue({ code: 'custom', path: [index, 'cidr'], message: `${network} already has a contact (notices.contacts.${firstIndex})` });
+      }
+    }),
+    /** More contacts from a file (relative to the policy file): YAML like contacts, or lines "CIDR EMAIL ORGANISATION". */
+    contactsFile: z.string().min(1).nullable().default(null),
+    /** Write each notice as an .eml file here instead of sending it (to try notices out). */
+    dryRunDir: z.string().min(1).nullable().default(null),
+  })
+  .superRefine((notices, ctx) => {
+    if (!notices.enabled) return;
+    if (notices.from === null) ctx.addIssue({ code: 'custom', path: ['from'], message: 'required when notices are enabled' });
+    if (notices.relay.address === null && notices.dryRunDir === null) {
+      ctx.addIssue({ code: 'custom', path: ['relay', 'address'], message: 'required when notices are enabled without dryRunDir' });
+    }
+  });
+
 export const policySchema = z.strictObject({
   /** enforce: carry out verdicts; observe: compute and log them, enforce nothing (shadow mode). */
   mode: z.enum(['enforce', 'observe']).default('enforce'),
@@ -327,6 +398,7 @@ export const policySchema = z.strictObject({
   entropy: entropySchema.prefault({}),
   quarantine: quarantineSchema.prefault({}),
   log: logSchema.prefault({}),
+  notices: noticesSchema.prefault({}),
 });
 
 export type Policy = z.output<typeof policySchema>;

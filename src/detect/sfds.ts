@@ -86,6 +86,13 @@ export interface SfdsDetection {
   stats: SfdsStats;
 }
 
+/** A detection with the time range its numbers cover: what a notice to the source's network reports. */
+export interface SfdsRecord extends SfdsDetection {
+  /** Start of the earliest and end of the latest session counted in stats. */
+  firstStartMs: number;
+  lastEndMs: number;
+}
+
 export function meanPacketBytes(bytes: number, packets: number): number {
   return packets > 0 ? bytes / packets : 0;
 }
@@ -163,6 +170,8 @@ interface PeriodTotals {
   packets: number;
   bytes: number;
   virtualFlows: Set<string>;
+  firstStartMs: number;
+  lastEndMs: number;
 }
 
 /**
@@ -208,9 +217,11 @@ class PeriodRing {
     const position = index % this.slots.length;
     let totals = this.slots[position];
     if (totals?.periodIndex !== index) {
-      totals = { periodIndex: index, flows: 0, packets: 0, bytes: 0, virtualFlows: new Set() };
+      totals = { periodIndex: index, flows: 0, packets: 0, bytes: 0, virtualFlows: new Set(), firstStartMs: session.startMs, lastEndMs: session.endMs };
       this.slots[position] = totals;
     }
+    totals.firstStartMs = Math.min(totals.firstStartMs, session.startMs);
+    totals.lastEndMs = Math.max(totals.lastEndMs, session.endMs);
     totals.flows += 1;
     totals.packets += session.packets;
     totals.bytes += session.bytes;
@@ -222,12 +233,7 @@ class PeriodRing {
   }
 
   stats(maxVirtualFlows: number): SfdsStats {
-    const window = this.window();
-    const run = floodingRun(window.map((totals) => totals?.flows ?? 0), this.set);
-    const durationPeriods = run.completePeriods + (run.reachesWindowStart ? this.earlierRunPeriods : 0) + (run.includesCurrent ? 1 : 0);
-    const current = window.length - 1;
-    let covered = window.slice(current - run.completePeriods, current);
-    if (run.includesCurrent || covered.length === 0) covered = [...covered, window[current]];
+    const { covered, durationPeriods } = this.covered();
     const virtualFlows = new Set<string>();
     let flows = 0;
     let packets = 0;
@@ -249,6 +255,24 @@ class PeriodRing {
       virtualFlows: virtualFlows.size,
       coveredPeriods: covered.length,
     };
+  }
+
+  /** Start of the earliest and end of the latest session in the periods stats() covers; undefined if none. */
+  timeRange(): { firstStartMs: number; lastEndMs: number } | undefined {
+    const seen = this.covered().covered.filter((totals) => totals !== undefined);
+    if (seen.length === 0) return undefined;
+    return { firstStartMs: Math.min(...seen.map((totals) => totals.firstStartMs)), lastEndMs: Math.max(...seen.map((totals) => totals.lastEndMs)) };
+  }
+
+  /** The periods the numbers cover (the run, or the current period alone) and the flooding duration. */
+  private covered(): { covered: Array<PeriodTotals | undefined>; durationPeriods: number } {
+    const window = this.window();
+    const run = floodingRun(window.map((totals) => totals?.flows ?? 0), this.set);
+    const durationPeriods = run.completePeriods + (run.reachesWindowStart ? this.earlierRunPeriods : 0) + (run.includesCurrent ? 1 : 0);
+    const current = window.length - 1;
+    let covered = window.slice(current - run.completePeriods, current);
+    if (run.includesCurrent || covered.length === 0) covered = [...covered, window[current]];
+    return { covered, durationPeriods };
   }
 
   /** The ring's periods oldest first, the current one last; undefined where nothing was seen. */
@@ -323,6 +347,17 @@ export class SfdsAggregator {
     const source = sourceKey(client);
     const rings = this.sources.get(source);
     return rings === undefined ? [] : this.detect(source, rings, nowMs);
+  }
+
+  /** floodingSets with the time range of each set's numbers: the flooding records of one source. */
+  floodingRecords(client: string, nowMs: number): SfdsRecord[] {
+    const source = sourceKey(client);
+    const rings = this.sources.get(source);
+    if (rings === undefined) return [];
+    return this.detect(source, rings, nowMs).flatMap((detection) => {
+      const range = rings[this.options.sets.findIndex((set) => set.name === detection.set)]?.timeRange();
+      return range === undefined ? [] : [{ ...detection, ...range }];
+    });
   }
 
   /** Every flooding source and the sets that fired, by source; forgets sources with nothing left in their rings. */

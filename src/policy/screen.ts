@@ -43,7 +43,20 @@ export interface ScreenDependencies {
   metrics: ScreenMetrics;
   /** Whether the quarantine spool is open; without it quarantine verdicts defer at RCPT instead. */
   quarantineAvailable: () => boolean;
+  /** Told of each verdict stored for an address (notices to its network act on it); must not throw. */
+  onVerdict?: (event: VerdictEvent) => void;
   now?: () => number;
+}
+
+/** A verdict the screen stored for one address, found by the live detectors. */
+export interface VerdictEvent {
+  address: string;
+  action: Action;
+  /** The detectors that gave points ("sfds", "entropy" ...). */
+  detectors: string[];
+  expiresAtMs: number;
+  mode: Policy['mode'];
+  nowMs: number;
 }
 
 interface StoredVerdict extends Verdict {
@@ -184,6 +197,8 @@ export class Screen implements SessionScreen {
       if (record.screen.endsWith(':cached') && SEVERITY[verdict.action] <= SEVERITY[actionOf(record.screen)]) return;
       if (this.recentlyStored(address, verdict.action, nowMs)) return;
       await this.storeVerdict(address, verdict, strongestDetector(findings), policy, nowMs);
+      const expiresAtMs = nowMs + pushback.verdictTtlSeconds * 1000;
+      this.deps.onVerdict?.({ address, action: verdict.action, detectors: findings.map((finding) => finding.detector), expiresAtMs, mode: policy.mode, nowMs });
       await this.learnPrefix(address, verdict, status, policy, nowMs);
       return;
     }
