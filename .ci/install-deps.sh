@@ -12,6 +12,8 @@ command -v python3 >/dev/null || missing+=(python3)
 command -v redis-server >/dev/null || missing+=(redis-server)
 # nft checks the firewall script the proxy writes (nft -c -f).
 command -v nft >/dev/null || missing+=(nftables)
+# The dashboard's browser test drives Debian's Chromium through playwright-core (no downloaded browser).
+command -v chromium >/dev/null || missing+=(chromium)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing from Debian: ${missing[*]}"

@@ -16,6 +16,7 @@ import { NetworkNotices } from './enforce/network-notices.js';
 import { TarpitSlots } from './enforce/tarpit-slots.js';
 import { pushbackRoute } from './admin/pushback-route.js';
 import { quarantineRoutes } from './admin/quarantine-routes.js';
+import { dashboardRoutes } from './admin/dashboard-routes.js';
 import { SpoolSink } from './quarantine/quarantine-sink.js';
 import { upstreamOptionsFromPolicy } from './quarantine/release-delivery.js';
 import { ReleaseScheduler } from './quarantine/release-scheduler.js';
@@ -33,6 +34,7 @@ import { RedisPairStore } from './state/redis-pair-store.js';
 import type { SharedKv } from './state/shared-kv.js';
 import { SharedStoreHealth } from './state/shared-store-health.js';
 import { StatusMonitor, type StatusSnapshot } from './state/status-monitor.js';
+import { pointFromSnapshot, StatusHistory } from './state/status-history.js';
 
 export interface RunningProxy {
   smtpAddress: AddressInfo;
@@ -89,6 +91,8 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     const status = monitor.current().status;
     return pressure.reading(Date.now()).pressured ? (Math.min(status, 0) as ServerStatus) : status;
   };
+  // The dashboard's plot: the last hour of snapshots.
+  const history = new StatusHistory({ statusIntervalMs: policy.entropy.statusIntervalMs });
   const monitor = new StatusMonitor({
     shared,
     local: recorder.local,
@@ -97,7 +101,8 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     statusIntervalMs: policy.entropy.statusIntervalMs,
     readTimeoutMs: policy.state.commandTimeoutMs,
     topSources: policy.entropy.topSources,
-    onSnapshot: () => {
+    onSnapshot: (snapshot) => {
+      history.record(pointFromSnapshot(snapshot, effectiveStatus()));
       // A reply unanswered this long is an abnormal pair now, not only when the client finally goes:
       // an idle flood shows in the status within seconds, not after the idle timeout.
       listener?.expireUnansweredPairs(Date.now(), policy.entropy.pairTimeoutSeconds * 1000);
@@ -215,6 +220,7 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     ready: () => listening,
     routes: [
       pushbackRoute(firewall),
+      ...dashboardRoutes(history),
       // Changes need the bearer token; read from the current policy, so a reload can rotate it.
       ...(spool && scheduler ? quarantineRoutes({ spool, release: (ids, options) => scheduler.release(ids, options) }, () => holder.current().quarantine.adminToken) : []),
       (request, url) => {

@@ -9,6 +9,8 @@ export interface AdminResponse {
   status: number;
   contentType: string;
   body: string;
+  /** Extra response headers (e.g. a page's Content-Security-Policy). */
+  headers?: Record<string, string>;
 }
 
 export type AdminRoute = (request: http.IncomingMessage, url: URL) => Promise<AdminResponse | undefined> | AdminResponse | undefined;
@@ -84,6 +86,6 @@ export class AdminServer {
 }
 
 function send(response: http.ServerResponse, answer: AdminResponse): void {
-  response.writeHead(answer.status, { 'content-type': answer.contentType, 'cache-control': 'no-store' });
+  response.writeHead(answer.status, { ...answer.headers, 'content-type': answer.contentType, 'cache-control': 'no-store' });
   response.end(response.req.method === 'HEAD' ? undefined : answer.body);
 }
