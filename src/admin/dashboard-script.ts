@@ -190,11 +190,19 @@ export const DASHBOARD_SCRIPT = String.raw`
     if (result.status === 'fulfilled' && result.value.httpStatus === 200) {
       const answer = result.value.body;
       container.dataset.source = 'pushback';
-      note.textContent = 'from /pushback (enforced blocks)';
+      note.textContent = answer.enforced
+        ? 'from /pushback: exported to the firewall' + (answer.stale ? ' (stale: the shared store cannot be read)' : '')
+        : 'from /pushback: observe mode, what would be blocked (nothing is exported)';
       table(container, ['prefix', 'action', 'detector', 'expires in', 'reasons'],
         answer.entries.map((entry) => [entry.prefix, entry.action, entry.detector,
-          Math.max(0, Math.round((entry.expiresAtMs - answer.generatedAtMs) / 1000)) + ' s', entry.reasons.join('; ')]),
+          entry.ttlSeconds === null ? 'permanent' : entry.ttlSeconds + ' s', entry.reasons.join('; ')]),
         'no prefix blocked');
+      return;
+    }
+    if (result.status === 'fulfilled' && result.value.httpStatus === 503) {
+      container.dataset.source = 'pushback';
+      note.textContent = 'the blocked set has not been read yet';
+      container.replaceChildren();
       return;
     }
     if (result.status === 'fulfilled' && result.value.httpStatus === 404) {

@@ -8,6 +8,7 @@ import type { StatusPoint } from '../../src/state/status-history.js';
 import { FakeUpstream } from '../support/fake-upstream.js';
 import { startTestProxy, type TestProxy } from '../support/proxy.js';
 import { abandonedSession, completeSession, inParallel } from '../support/sessions.js';
+import { SmtpDialog } from '../support/smtp-dialog.js';
 
 const CHROMIUM_PATH = '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'];
@@ -16,7 +17,7 @@ const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable
 const POLICY = `
 mode: observe
 entropy: { statusIntervalMs: 200, windowSeconds: 300, minPairs: 10 }
-pushback: { greetWaitMs: { critical: 0, danger: 0 } }
+pushback: { greetWaitMs: { critical: 0, danger: 0 }, deny: [203.0.113.0/24] }
 `;
 const COMPLETE_SESSIONS = 6;
 const ABANDONED_SESSIONS = 60;
@@ -50,11 +51,11 @@ async function getJson<T>(path: string): Promise<T> {
   return (await response.json()) as T;
 }
 
-/** Console errors, less the 404 of /pushback, which this branch's proxy does not serve. */
+/** Console errors and uncaught exceptions of the page. */
 function watchErrors(page: Page): string[] {
   const errors: string[] = [];
   page.on('console', (message: ConsoleMessage) => {
-    if (message.type() === 'error' && !message.location().url.endsWith('/pushback')) errors.push(message.text());
+    if (message.type() === 'error') errors.push(message.text());
   });
   page.on('pageerror', (error) => errors.push(error.message));
   return errors;
@@ -162,8 +163,9 @@ describe('dashboard in a real browser', () => {
       expect((await tableRows(page, '#pair-sources')).map((row) => row.map(String))).toEqual(
         fetched.topSources.map((source) => [source.source, String(source.normal), String(source.abnormal)]),
       );
-      expect(await page.locator('#prefixes').getAttribute('data-source')).toBe('status');
-      expect((await tableRows(page, '#prefixes')).map((row) => row[0])).toEqual(fetched.suspectPrefixes.map((prefix) => prefix.prefix));
+      // Only the deny list is blocked so far (abandoned sessions earn no verdicts in the safe-by-default policy).
+      expect(await page.locator('#prefixes').getAttribute('data-source')).toBe('pushback');
+      expect((await tableRows(page, '#prefixes')).map((row) => row[0])).toEqual(['203.0.113.0/24']);
       expect(fetched.quarantine).not.toBeNull();
       expect((await shown(page, 'quarantine-entries')).value).toBe(fetched.quarantine!.entries);
       expect((await tableRows(page, '#sfds-sources')).map((row) => [row[0], row[1], row[3]])).toEqual(
@@ -189,22 +191,27 @@ describe('dashboard in a real browser', () => {
     }
   });
 
-  it('lists the entries of /pushback when the proxy serves it', async () => {
+  it('lists the blocked prefixes of /pushback: a fresh verdict and the deny list', async () => {
+    // HTTP on the SMTP port earns a reject verdict; in observe mode /pushback lists it as what would be blocked.
+    const dialog = await SmtpDialog.connect(proxy!.port, { localAddress: '127.61.0.5' });
+    try {
+      await dialog.reply();
+      dialog.write('GET / HTTP/1.1\r\n');
+      await dialog.reply().catch(() => undefined);
+    } finally {
+      dialog.destroy();
+    }
+    await expect.poll(async () => (await getJson<{ entries: Array<{ prefix: string }> }>('/pushback')).entries.length, { timeout: 10_000 }).toBe(2);
     const page = await browser!.newPage();
     try {
-      // /pushback comes from another branch; until it is merged, the browser answers it with the documented shape.
-      await page.route('**/pushback', (route) => route.fulfill({
-        status: 200,
-        contentType: 'application/json; charset=utf-8',
-        body: JSON.stringify({
-          generatedAtMs: 1_700_000_000_000,
-          entries: [{ prefix: '192.0.2.0/24', family: 'ipv4', action: 'reject', detector: 'prefix', expiresAtMs: 1_700_000_600_000, ttlSeconds: 600, reasons: ['5 suspects in 192.0.2.0/24', 'entropy'] }],
-        }),
-      }));
       const errors = watchErrors(page);
       await page.goto(`${admin}/dashboard?refresh=300`, { timeout: 15_000 });
-      await page.locator('#prefixes[data-source="pushback"]').waitFor({ timeout: 10_000 });
-      expect(await tableRows(page, '#prefixes')).toEqual([['192.0.2.0/24', 'reject', 'prefix', '600 s', '5 suspects in 192.0.2.0/24; entropy']]);
+      await page.locator('#prefixes[data-source="pushback"] tbody tr').first().waitFor({ timeout: 10_000 });
+      const rows = await tableRows(page, '#prefixes');
+      expect(rows.map((row) => row.slice(0, 3))).toEqual([['127.61.0.5/32', 'reject', 'non-smtp'], ['203.0.113.0/24', 'deny-list', 'deny-list']]);
+      expect(rows[0]![3]).toMatch(/^(59\d|600) s$/);
+      expect(rows[1]![3]).toBe('permanent');
+      expect(await page.locator('#prefixes-source').textContent()).toMatch(/observe mode, what would be blocked/);
       expect(errors).toEqual([]);
     } finally {
       await page.close();
@@ -239,6 +246,7 @@ describe('dashboard in a real browser', () => {
       const computedAt = page.locator('#computed-at');
       await computedAt.waitFor({ timeout: 10_000 });
       const first = Number(await computedAt.getAttribute('data-value'));
+      const normalPairsBefore = (await getJson<StatusAnswer>('/status')).normalPairs;
       await expect.poll(async () => Number(await computedAt.getAttribute('data-value')), { timeout: 10_000 }).toBeGreaterThan(first);
       expect(await page.locator('#refresh-seconds').textContent()).toBe('1');
 
@@ -248,7 +256,7 @@ describe('dashboard in a real browser', () => {
       await expect.poll(() => page.locator('#banner').getAttribute('data-state'), { timeout: 10_000 }).toBe('unreachable');
       expect(await page.locator('#banner').textContent()).toMatch(/^Admin listener unreachable since \d\d:\d\d:\d\d/);
       // The last numbers stay on screen, dimmed.
-      expect((await shown(page, 'normal-pairs')).value).toBe(NORMAL_PAIRS);
+      expect((await shown(page, 'normal-pairs')).value).toBe(normalPairsBefore);
       expect(await page.locator('body').getAttribute('class')).toContain('stale');
     } finally {
       await page.close();
