@@ -275,6 +275,8 @@ const pushbackSchema = z.strictObject({
     ]),
     /** Sources tracked at once; beyond it the least active are forgotten (bounded memory). */
     maxSources: positiveInt.default(50_000),
+    /** NetFlow records of TCP to these destination ports are SMTP flows (`smtp-pushback sfds`, offline). */
+    smtpPorts: z.array(z.number().int().min(1).max(65_535)).min(1).default([25]),
   }).prefault({}),
   /** Bencsáth's queue trigger: a slow or temp-failing Postfix makes the status at most 0. */
   upstreamPressure: z.strictObject({
