@@ -4,7 +4,7 @@
 // and prints the top-N table and the flooding sources. Malformed lines go to stderr as FILE:LINE: reason.
 // Exit codes: 0 every input read; 1 the policy or an option is unusable (nothing read); 2 an input could not
 // be read to its end (the report still covers everything that was read).
-import { InvalidArgumentError, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { defaultPolicy, formatProblem, loadPolicyFile } from '../config/load.js';
 import { NetflowCsvReader } from '../offline/netflow-csv.js';
 import { InputError, inputKind, inputLines, inputName } from '../offline/netflow-input.js';
@@ -38,7 +38,7 @@ export function registerSfdsCommand(program: Command): void {
     .argument('<files...>', 'nfdump -o csv output, or nfcapd files (read with nfdump -r); - is standard input; in time order')
     .option('-n, --top <count>', 'rows in the top-N table', positiveInteger, 20)
     .option('--set <name>', 'threshold set of the top-N table (default: the first)')
-    .option('--port <port>', 'SMTP destination port, repeatable (default: the policy\'s pushback.sfds.smtpPorts)', collectPort, [])
+    .addOption(new Option('--port <port>', 'SMTP destination port, repeatable').argParser(collectPort).default([], "the policy's pushback.sfds.smtpPorts"))
     .option('--max-sources <count>', 'sources tracked at once (default: the policy\'s pushback.sfds.maxSources)', positiveInteger)
     .option('--idle-timeout <seconds>', 'give up on an input that yields no line for this long', positiveInteger, 120)
     .option('-c, --config <file>', 'policy YAML file (threshold sets, ports)', process.env.PUSHBACK_POLICY)

@@ -26,9 +26,11 @@ interface CliResult {
   stderr: string;
 }
 
-function runCli(args: readonly string[], stdin?: string): Promise<CliResult> {
+/** stdin: text to send and close; without it the child's standard input stays open and silent. */
+function runCli(args: readonly string[], stdin?: string, env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = execFile(process.execPath, ['--import', 'tsx', CLI, 'sfds', ...args], { timeout: 60_000, maxBuffer: 16 * 1024 * 1024, env: { ...process.env, PUSHBACK_POLICY: '' } }, (error, stdout, stderr) => {
+    const options = { timeout: 60_000, maxBuffer: 16 * 1024 * 1024, env: { ...process.env, PUSHBACK_POLICY: '', ...env } };
+    const child = execFile(process.execPath, ['--import', 'tsx', CLI, 'sfds', ...args], options, (error, stdout, stderr) => {
       if (error && typeof error.code !== 'number') return reject(error);
       resolve({ code: typeof error?.code === 'number' ? error.code : 0, stdout, stderr });
     });
@@ -168,10 +170,32 @@ describe('smtp-pushback sfds on nfdump CSV', { timeout: 90_000 }, () => {
     writeFileSync(binary, Buffer.from([0x7f, 0x45, 0x4c, 0x46, 0x00, 0x01]));
     expect(await runCli([binary])).toMatchObject({ code: 2, stderr: expect.stringContaining('neither CSV text nor an nfcapd file') });
 
+    // Standard input that stays open and silent is given up on after --idle-timeout, and the command ends.
+    expect(await runCli(['-', '--idle-timeout', '1'])).toMatchObject({ code: 2, stderr: 'stdin: no data for 1000 ms\n' });
+
     expect(await runCli([file, '--set', 'nope'])).toMatchObject({ code: 1, stdout: '', stderr: expect.stringContaining('no SFDS threshold set named "nope"') });
     const badPolicy = join(dir, 'bad.yaml');
     writeFileSync(badPolicy, 'pushback:\n  sfds:\n    smtpPorts: [0]\n');
     expect(await runCli([file, '-c', badPolicy])).toMatchObject({ code: 1, stdout: '', stderr: expect.stringContaining('pushback.sfds.smtpPorts') });
+  });
+});
+
+describe('nfcapd files', { timeout: 90_000 }, () => {
+  // nfcapd's magic and a version, then nothing nfdump can read. (Real capture files: test/e2e/sfds-netflow.test.ts.)
+  const broken = join(dir, 'nfcapd.200311021200');
+  writeFileSync(broken, Buffer.concat([Buffer.from([0x0c, 0xa5, 0x02, 0x00]), Buffer.from('truncated')]));
+
+  it('are read through nfdump, whose complaints are passed on and make the input unreadable', async () => {
+    const result = await runCli([broken, '--json']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(`${broken}: nfdump: `);
+    expect(result.stderr).toContain(`${broken}: nfdump reported an error reading it`);
+    expect((JSON.parse(result.stdout) as JsonReport).inputs[0]).toMatchObject({ kind: 'nfcapd', flows: 0 });
+  });
+
+  it('need nfdump, and say so when it is not installed', async () => {
+    const result = await runCli([broken], undefined, { PATH: join(dir, 'no-tools-here') });
+    expect(result).toMatchObject({ code: 2, stderr: `${broken}: is an nfcapd file, and reading it needs nfdump, which is not installed (Debian: apt-get install nfdump)\n` });
   });
 });
 
