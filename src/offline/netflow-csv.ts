@@ -1,7 +1,7 @@
 // NetFlow records from nfdump's CSV output (`nfdump -o csv`), one line at a time. Columns are found by the
 // header's names, so 1.6, 1.7 and the newer long names (firstSeen, srcAddr, ...) all read; output printed
 // without its header (`nfdump -q`) is taken in the 1.6/1.7 default order. The trailer nfdump prints after the
-// records ("Summary" and its totals) ends them. Only SMTP flows (TCP to one of the given destination ports)
+// records ("Summary" and its totals) ends them, until another header starts a next output. Only SMTP flows (TCP to one of the given destination ports)
 // are parsed in full, so a router's other traffic costs a split and two fields. Pure: no I/O.
 import net from 'node:net';
 
@@ -82,12 +82,20 @@ export class NetflowCsvReader {
 
   line(text: string): CsvLine {
     const trimmed = text.trim();
-    if (this.ended || trimmed === '' || trimmed === 'No matching flows') return { kind: 'ignored' };
+    if (trimmed === '' || trimmed === 'No matching flows') return { kind: 'ignored' };
     if (trimmed === 'Summary') {
       this.ended = true;
       return { kind: 'ignored' };
     }
     const fields = trimmed.split(',');
+    if (this.ended) {
+      // After the trailer only a new header counts: outputs of several nfdump runs concatenated into one pipe.
+      const layout = layoutFromHeader(fields);
+      if (typeof layout === 'string') return { kind: 'ignored' };
+      this.layout = layout;
+      this.ended = false;
+      return { kind: 'header' };
+    }
     if (this.layout === undefined) {
       const layout = layoutFromHeader(fields);
       if (typeof layout !== 'string') {

@@ -38,6 +38,13 @@ describe('NetflowCsvReader on nfdump 1.7.1 output', () => {
     expect(results.map((result) => result.kind)).toEqual(['header', 'ignored', 'flow', 'ignored', 'ignored', 'ignored', 'ignored']);
   });
 
+  it('reads outputs of several nfdump runs concatenated: a header after the trailer starts the next', () => {
+    const second = { ...flow, source: '198.51.100.7' };
+    const results = readAll([NFDUMP_171_HEADER, nfdumpCsvLine(flow), ...nfdumpSummary([flow]), NFDUMP_171_HEADER, nfdumpCsvLine(second), ...nfdumpSummary([second])]);
+    expect(results.map((result) => result.kind)).toEqual(['header', 'flow', 'ignored', 'ignored', 'ignored', 'header', 'flow', 'ignored', 'ignored', 'ignored']);
+    expect(results[6]).toMatchObject({ record: { source: '198.51.100.7' } });
+  });
+
   it('reads headerless output (nfdump -q) in the default column order', () => {
     const results = readAll([nfdumpCsvLine(flow), nfdumpCsvLine({ ...flow, source: '198.51.100.7' })]);
     expect(results).toMatchObject([{ kind: 'flow', record: { source: '163.25.154.253', packets: 10, bytes: 1_010 } }, { kind: 'flow', record: { source: '198.51.100.7' } }]);
