@@ -21,6 +21,7 @@ export interface SfdsCommandOptions {
   set?: string;
   port: number[];
   maxSources?: number;
+  /** Seconds (commander names it after --idle-timeout). */
   idleTimeout: number;
   config?: string;
   json?: boolean;

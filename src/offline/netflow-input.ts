@@ -80,7 +80,7 @@ export async function* inputLines(file: string, kind: InputKind, options: LineOp
   });
   try {
     yield* streamLines(child.stdout!, file, options.idleTimeoutMs);
-    const { code, signal } = await Promise.race([spawnFailed, exited]);
+    const { code, signal } = await withTimeout(Promise.race([spawnFailed, exited]), options.idleTimeoutMs, `${file}: nfdump did not exit within ${options.idleTimeoutMs} ms of its last line`);
     if (code !== 0) throw new InputError(`${file}: nfdump ${signal ? `was killed by ${signal}` : `exited with ${code}`}${stderrTail ? `: ${stderrTail.trim()}` : ''}`);
     if (reportedError) throw new InputError(`${file}: nfdump reported an error reading it (see its messages above)`);
   } catch (error) {
