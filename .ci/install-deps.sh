@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond npm packages, from Debian, when missing:
 # Postfix (end-to-end tests and benchmarks: postfix, smtp-source, smtp-sink), swaks and Python's
-# smtplib (real clients), and Redis (contract tests); then makes sure a Redis answers on
-# 127.0.0.1:6379. Idempotent; run as root (CI is).
+# smtplib (real clients), Redis (contract tests), and softflowd with nfdump (the NetFlow pipeline of
+# the offline SFDS e2e test); then makes sure a Redis answers on 127.0.0.1:6379. Idempotent; run as
+# root (CI is).
 set -euo pipefail
 
 missing=()
@@ -14,6 +15,8 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v nft >/dev/null || missing+=(nftables)
 # The dashboard's browser test drives Debian's Chromium through playwright-core (no downloaded browser).
 command -v chromium >/dev/null || missing+=(chromium)
+[ -x /usr/sbin/softflowd ] || missing+=(softflowd)
+command -v nfcapd >/dev/null || missing+=(nfdump)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing from Debian: ${missing[*]}"

@@ -6,6 +6,7 @@ import { formatHostPort } from '../util/host-port.js';
 import { runEntropyCommand } from './entropy-command.js';
 import { fetchStatus, formatStatus } from './status-command.js';
 import { registerQuarantineCommands } from './quarantine-command.js';
+import { registerSfdsCommand } from './sfds-command.js';
 import { fetchTopSources, formatTopSources } from './top-command.js';
 import { createLogger } from '../log.js';
 import { startProxy } from '../main.js';
@@ -123,5 +124,6 @@ function exitWithProblems(result: Extract<PolicyResult, { ok: false }>): void {
 }
 
 registerQuarantineCommands(program, adminAddress);
+registerSfdsCommand(program);
 
 await program.parseAsync(process.argv);

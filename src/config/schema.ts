@@ -277,6 +277,8 @@ const pushbackSchema = z.strictObject({
     ]),
     /** Sources tracked at once; beyond it the least active are forgotten (bounded memory). */
     maxSources: positiveInt.default(50_000),
+    /** NetFlow records of TCP to these destination ports are SMTP flows (`smtp-pushback sfds`, offline). */
+    smtpPorts: z.array(z.number().int().min(1).max(65_535)).min(1).default([25]),
   }).prefault({}),
   /**
    * Firewall pushback: the blocked prefixes (verdicts with these actions, and the deny list) exported for

@@ -164,6 +164,14 @@ export const DEFAULT_SFDS_OPTIONS: Readonly<SfdsOptions> = Object.freeze({
   maxVirtualFlowsPerSource: 32,
 });
 
+/**
+ * Periods one source's ring holds under a set: the current one and the minDurationPeriods + 1 complete ones
+ * before it. A session that ended before them is too late to count (an offline reader reports how many).
+ */
+export function windowPeriods(set: ThresholdSet): number {
+  return set.minDurationPeriods + 2;
+}
+
 interface PeriodTotals {
   periodIndex: number;
   flows: number;
@@ -187,7 +195,7 @@ class PeriodRing {
   private earlierRunPeriods = 0;
 
   constructor(private readonly set: ThresholdSet, nowMs: number) {
-    this.slots = new Array<PeriodTotals | undefined>(set.minDurationPeriods + 2).fill(undefined);
+    this.slots = new Array<PeriodTotals | undefined>(windowPeriods(set)).fill(undefined);
     this.periodMs = set.periodSeconds * 1_000;
     this.headIndex = this.periodIndex(nowMs);
   }
