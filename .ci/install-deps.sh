@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond npm packages, from Debian, when missing:
 # Postfix (end-to-end tests and benchmarks: postfix, smtp-source, smtp-sink), swaks and Python's
-# smtplib (real clients), and Redis (contract tests); then makes sure a Redis answers on
-# 127.0.0.1:6379. Idempotent; run as root (CI is).
+# smtplib (real clients), Redis (contract tests), nftables and systemd (deployment files' checks);
+# then makes sure a Redis answers on 127.0.0.1:6379. Idempotent; run as root (CI is).
 set -euo pipefail
 
 missing=()
@@ -10,6 +10,9 @@ missing=()
 command -v swaks >/dev/null || missing+=(swaks)
 command -v python3 >/dev/null || missing+=(python3)
 command -v redis-server >/dev/null || missing+=(redis-server)
+# The deployment files' checks: nft -c and loading in a network namespace, systemd-analyze verify.
+command -v nft >/dev/null || missing+=(nftables)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing from Debian: ${missing[*]}"
