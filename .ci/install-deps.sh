@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond npm packages, from Debian, when missing:
 # Postfix (end-to-end tests and benchmarks: postfix, smtp-source, smtp-sink), swaks and Python's
-# smtplib (real clients), Redis (contract tests), and softflowd with nfdump (the NetFlow pipeline of
-# the offline SFDS e2e test); then makes sure a Redis answers on 127.0.0.1:6379. Idempotent; run as
-# root (CI is).
+# smtplib (real clients), Redis (contract tests), softflowd with nfdump (the NetFlow pipeline of the
+# offline SFDS e2e test), nftables (the firewall script and the deployment checks), systemd
+# (systemd-analyze on the units) and Chromium (the dashboard's browser test); then makes sure a Redis
+# answers on 127.0.0.1:6379. Idempotent; run as root (CI is).
 set -euo pipefail
 
 missing=()
@@ -11,12 +12,13 @@ missing=()
 command -v swaks >/dev/null || missing+=(swaks)
 command -v python3 >/dev/null || missing+=(python3)
 command -v redis-server >/dev/null || missing+=(redis-server)
-# nft checks the firewall script the proxy writes (nft -c -f).
-command -v nft >/dev/null || missing+=(nftables)
 # The dashboard's browser test drives Debian's Chromium through playwright-core (no downloaded browser).
 command -v chromium >/dev/null || missing+=(chromium)
 [ -x /usr/sbin/softflowd ] || missing+=(softflowd)
 command -v nfcapd >/dev/null || missing+=(nfdump)
+# nft -c on the firewall script and the deployment files; loading in a network namespace; systemd-analyze verify.
+command -v nft >/dev/null || missing+=(nftables)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing from Debian: ${missing[*]}"

@@ -22,6 +22,7 @@ import { upstreamOptionsFromPolicy } from './quarantine/release-delivery.js';
 import { ReleaseScheduler } from './quarantine/release-scheduler.js';
 import { QuarantineSpool } from './quarantine/spool.js';
 import { Screen } from './policy/screen.js';
+import { ShutdownDrain } from './shutdown-drain.js';
 import type { SessionRecord } from './session/record.js';
 import { SmtpListener } from './smtp/listener.js';
 import { MemoryKv } from './state/memory-kv.js';
@@ -41,6 +42,11 @@ export interface RunningProxy {
   adminAddress: AddressInfo;
   listener: SmtpListener;
   policy: PolicyHolder;
+  /**
+   * The shutdown drain (SIGTERM, SIGINT): the first call drains and stops, a second one cuts the
+   * drain short. Resolves once everything stopped.
+   */
+  shutdown(reason: string): Promise<void>;
   /** The entropy status snapshot (seed 000). */
   status(): StatusSnapshot;
   /** What the screen acts on: the entropy status, at most 0 while Postfix is under pressure. */
@@ -217,7 +223,8 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
       };
     },
     metrics: () => metrics.render(),
-    ready: () => listening,
+    // Not ready while draining, so a load balancer stops sending clients at once.
+    ready: () => listening && !listener.draining,
     routes: [
       pushbackRoute(firewall),
       ...dashboardRoutes(history),
@@ -249,27 +256,30 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     },
     'smtp-pushback listening',
   );
+  const stop = async (): Promise<void> => {
+    listening = false;
+    holder.stop();
+    await Promise.all([listener?.close(), admin.close()]);
+    monitor.stop();
+    await firewall.stop();
+    await scheduler?.stop();
+    await notices.stop();
+    await recorder.stop();
+    await spool?.close();
+    await closeShared();
+  };
+  const drain = new ShutdownDrain({ listener, stop, drainSeconds: policy.server.shutdownDrainSeconds, logger });
   return {
     smtpAddress,
     adminAddress,
     listener,
     policy: holder,
+    shutdown: (reason) => drain.request(reason),
     status: () => monitor.current(),
     effectiveStatus,
     metrics,
     health,
-    async stop() {
-      listening = false;
-      holder.stop();
-      await Promise.all([listener?.close(), admin.close()]);
-      monitor.stop();
-      await firewall.stop();
-      await scheduler?.stop();
-      await notices.stop();
-      await recorder.stop();
-      await spool?.close();
-      await closeShared();
-    },
+    stop,
   };
 }
 

@@ -31,12 +31,15 @@ program
       logger.fatal({ err: error }, 'cannot start');
       process.exit(1);
     });
+    // SIGTERM and SIGINT drain (server.shutdownDrainSeconds) and exit 0; a second one cuts the drain short.
     const shutdown = (signal: string): void => {
-      logger.info({ signal }, 'shutting down');
-      proxy.stop().then(() => process.exit(0), () => process.exit(1));
+      proxy.shutdown(signal).then(() => process.exit(0), (error: Error) => {
+        logger.error({ err: error }, 'shutdown failed');
+        process.exit(1);
+      });
     };
-    process.once('SIGTERM', () => shutdown('SIGTERM'));
-    process.once('SIGINT', () => shutdown('SIGINT'));
+    process.on('SIGTERM', () => shutdown('SIGTERM'));
+    process.on('SIGINT', () => shutdown('SIGINT'));
   });
 
 program

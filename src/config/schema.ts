@@ -46,6 +46,11 @@ const serverSchema = z.strictObject({
   hidePipelining: z.boolean().default(false),
   /** Reverse DNS of clients (for XCLIENT NAME and logs); off, as a lookup per connection is an amplifier. */
   reverseDns: z.boolean().default(false),
+  /**
+   * SIGTERM drain: new connections and transactions get 421 at once, open sessions have this long
+   * to finish, then the rest get 421 (a message already with Postfix hears its reply first).
+   */
+  shutdownDrainSeconds: nonNegativeInt.max(3_600).default(30),
   /** STARTTLS is offered only when both files are given. */
   tls: z
     .strictObject({ keyFile: z.string().min(1), certFile: z.string().min(1) })

@@ -1,8 +1,8 @@
 // The SMTP listener: the only module that touches smtp-server (as ZoneMTA's smtp-interface.js).
 // It accepts clients, follows every command and reply of each session, asks the screen stage what
 // to do with a new client and carries it out (greet wait, tarpit delays, refusals), hands MAIL/RCPT/
-// DATA to the relay stage, enforces the session deadline, and at the end of each session emits one
-// SessionRecord. smtp-server has hooks only for connect/MAIL/RCPT/DATA/close, so commands and
+// DATA to the relay stage, enforces the session deadline, drains sessions at shutdown, and at the
+// end of each session emits one SessionRecord. smtp-server has hooks only for connect/MAIL/RCPT/DATA/close, so commands and
 // replies are observed through its logger interface, which reports every one of them with the
 // session id (tnx "command" and "send"); the end of a message is seen in onData.
 // test/integration/session-limits.test.ts ("pairs") pins that.
@@ -12,7 +12,7 @@ import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMT
 import type { Logger } from 'pino';
 import type { Policy } from '../config/schema.js';
 import { SessionRelay, type CommandParameters, type RelayNotices, type RelayReply } from '../relay/session-relay.js';
-import { dataOutcome, type SessionRecord, type TransactionRecord } from '../session/record.js';
+import { dataOutcome, type SessionEnd, type SessionRecord, type TransactionRecord } from '../session/record.js';
 import type { UpstreamOptions } from '../upstream/connection.js';
 import { LiveSession, type ScreenDecision, type SmtpConnectionHandle } from './live-session.js';
 
@@ -72,6 +72,10 @@ export class SmtpListener {
   private readonly sessions = new Map<string, LiveSession>();
   private readonly upstreamOptions: UpstreamOptions;
   private readonly relayNotices: RelayNotices;
+  private readonly shuttingDown: RelayReply;
+  /** Told the id of every session that ends (drain waits). */
+  private readonly endWatchers = new Set<(id: string) => void>();
+  private drainStarted = false;
 
   constructor(private readonly deps: ListenerDependencies) {
     const { policy } = deps;
@@ -87,6 +91,7 @@ export class SmtpListener {
       observeReply: (step, milliseconds, code) => deps.observer.upstreamReply(step, milliseconds, code),
     };
     this.relayNotices = onceNotices(deps.logger);
+    this.shuttingDown = { code: 421, text: `4.3.2 ${policy.server.hostname} Service shutting down, try again later` };
     this.server = new SMTPServer(this.serverOptions(policy));
     // Sessions are registered when smtp-server creates the connection (after any PROXY header),
     // before its greeting delay, so early talkers and clients over maxClients are seen too.
@@ -114,6 +119,32 @@ export class SmtpListener {
 
   get activeSessions(): number {
     return this.sessions.size;
+  }
+
+  /** True once a shutdown drain has begun: the proxy takes no new mail. */
+  get draining(): boolean {
+    return this.drainStarted;
+  }
+
+  /**
+   * Starts the shutdown drain: from now on new connections and new transactions (MAIL FROM) get
+   * 421 and a close, while the listening socket stays open so clients hear that 421 rather than a
+   * refused connection. Resolves once every session open now has ended.
+   */
+  drain(): Promise<void> {
+    this.drainStarted = true;
+    return this.whenEnded([...this.sessions.keys()]);
+  }
+
+  /**
+   * Ends the drain: every session left gets 421 and is closed, except one whose message is with
+   * Postfix or the spool, which hears that final reply first (else its client would send the message
+   * again). now: not even that wait (a second signal). Resolves once these sessions have ended.
+   */
+  closeSessions(now: boolean): Promise<void> {
+    const ids = [...this.sessions.keys()];
+    for (const live of this.sessions.values()) this.closeSession(live, 'server-shutdown', this.shuttingDown, now);
+    return this.whenEnded(ids);
   }
 
   /**
@@ -178,9 +209,7 @@ export class SmtpListener {
   private sessionStarted(connection: SmtpConnectionHandle): void {
     const { policy } = this.deps;
     const deadline = setTimeout(() => {
-      live.end = 'deadline';
-      // Not while the message is with Postfix or the spool: onData sends the 421 after its reply.
-      if (!live.awaitingFinalReply) connection.send(421, `4.4.2 ${policy.server.hostname} Error: session deadline exceeded, closing`, false);
+      this.closeSession(live, 'deadline', { code: 421, text: `4.4.2 ${policy.server.hostname} Error: session deadline exceeded, closing` }, false);
     }, policy.limits.sessionDeadlineSeconds * 1000);
     deadline.unref();
     const live = new LiveSession(connection, new SessionRelay(this.upstreamOptions, this.relayNotices), deadline);
@@ -191,6 +220,7 @@ export class SmtpListener {
   private onConnect(session: SMTPServerSession, callback: (error?: Error | null) => void): void {
     const live = this.sessions.get(session.id);
     if (!live) return callback();
+    if (this.drainStarted) return this.refuse(live, this.shuttingDown, callback, 'server-shutdown');
     const refusal = this.deps.admission?.();
     if (refusal) return this.refuse(live, refusal, callback);
     const screen = this.deps.screen;
@@ -214,9 +244,9 @@ export class SmtpListener {
     });
   }
 
-  private refuse(live: LiveSession, reply: RelayReply, callback: (error?: Error | null) => void): void {
+  private refuse(live: LiveSession, reply: RelayReply, callback: (error?: Error | null) => void, end: SessionEnd = 'refused'): void {
     // smtp-server hangs up right after a refusal at connect: that reply expects no answer.
-    live.end = 'refused';
+    live.end = end;
     live.refusing = true;
     callback(smtpError(reply));
   }
@@ -224,6 +254,11 @@ export class SmtpListener {
   private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, callback: (error?: Error | null) => void): void {
     const live = this.sessions.get(session.id);
     if (!live) return callback(smtpError({ code: 421, text: '4.3.0 Session state lost' }));
+    if (this.drainStarted) {
+      // A transaction under way finishes; a new one is deferred, so the drain does not wait on it.
+      live.end = 'server-shutdown';
+      return callback(smtpError(this.shuttingDown));
+    }
     live.helo = session.hostNameAppearsAs || undefined;
     if (session.clientHostname && !session.clientHostname.startsWith('[')) live.clientName = session.clientHostname;
     const transaction: TransactionRecord = { from: address.address, rcpt: [], rejected: [], outcome: 'incomplete' };
@@ -306,9 +341,9 @@ export class SmtpListener {
       transaction.reply = `${reply.code} ${reply.text}`;
       if (reply.code < 400) callback(null, reply.text);
       else callback(smtpError(reply));
-      // A deadline that passed while Postfix (or the spool) had the message waited for this reply:
-      // the client must hear how its message ended, or it would send it again.
-      if (live.end === 'deadline') live.connection.send(421, `4.4.2 ${this.deps.policy.server.hostname} Error: session deadline exceeded, closing`, false);
+      // A deadline or the end of a drain that came while Postfix (or the spool) had the message
+      // waited for this reply: the client must hear how its message ended, or it would send it again.
+      if (live.closingReply) live.connection.send(live.closingReply.code, live.closingReply.text, false);
     }, callback);
   }
 
@@ -349,10 +384,39 @@ export class SmtpListener {
     reply.then((result) => later(live.decision.replyDelayMs, () => deliver(result)), (error: Error) => callback(this.internalError(live, error)));
   }
 
+  /**
+   * Closes a session with a 421 (deadline, end of a drain). Not while its message is with Postfix or
+   * the spool, unless now: onData sends the 421 after that final reply.
+   */
+  private closeSession(live: LiveSession, end: SessionEnd, reply: RelayReply, now: boolean): void {
+    live.end = end;
+    if (live.awaitingFinalReply && !now) {
+      live.closingReply = reply;
+      return;
+    }
+    live.connection.send(reply.code, reply.text, false);
+  }
+
+  /** Resolves once none of these sessions is open any more. */
+  private whenEnded(ids: string[]): Promise<void> {
+    const waiting = new Set(ids.filter((id) => this.sessions.has(id)));
+    if (waiting.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const watcher = (id: string): void => {
+        waiting.delete(id);
+        if (waiting.size > 0) return;
+        this.endWatchers.delete(watcher);
+        resolve();
+      };
+      this.endWatchers.add(watcher);
+    });
+  }
+
   private sessionEnded(session: SMTPServerSession): void {
     const live = this.sessions.get(session.id);
     if (!live) return;
     this.sessions.delete(session.id);
+    for (const watcher of this.endWatchers) watcher(session.id);
     clearTimeout(live.deadline);
     live.relay.close();
     if (live.tarpitted) this.deps.tarpits?.leave();

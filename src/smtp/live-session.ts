@@ -55,6 +55,8 @@ export class LiveSession {
   inData = false;
   /** The client's message is complete and waits for Postfix's (or the spool's) verdict. */
   awaitingFinalReply = false;
+  /** A 421 (deadline, end of a drain) held back until that final reply has gone out. */
+  closingReply: RelayReply | undefined;
   end: SessionEnd | undefined;
   /** Set while we refuse the session at connect, so that reply is not counted as a pair. */
   refusing = false;

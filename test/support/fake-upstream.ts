@@ -34,6 +34,8 @@ export class FakeUpstream {
   connectionsOpen = 0;
   /** Connections that closed while a message was still being sent (nothing delivered). */
   abortedData = 0;
+  /** Messages whose final dot arrived, answered or not (stallAt: 'dot'). */
+  dataEnded = 0;
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
   private queueCounter = 0;
@@ -135,6 +137,7 @@ export class FakeUpstream {
 
     const onDataEnd = (raw: string): void => {
       inData = false;
+      this.dataEnded += 1;
       // Undo dot-stuffing exactly as Postfix does: a leading dot on any line is removed.
       const body = Buffer.from(raw.replace(/(^|\n)\./g, '$1'), 'latin1');
       this.queueCounter += 1;

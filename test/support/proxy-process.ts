@@ -13,6 +13,10 @@ export interface ProxyProcess {
   smtpPort: number;
   adminPort: number;
   child: ChildProcess;
+  /** Every line the process wrote to stdout (its JSON log), in order. */
+  logLines: string[];
+  /** The policy file it was started with (tests rewrite it to reload). */
+  policyFile: string;
   status(): Promise<Record<string, unknown> & { status: number; degraded: boolean; store: string }>;
   stop(): Promise<void>;
 }
@@ -30,6 +34,8 @@ export async function startProxyProcess(policyYaml: string, env: NodeJS.ProcessE
     stderr += chunk.toString();
   });
   const lines = createInterface({ input: child.stdout! });
+  const logLines: string[] = [];
+  lines.on('line', (line) => logLines.push(line));
   const ready = new Promise<{ smtpPort: number; adminPort: number }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`proxy did not start within ${startTimeoutMs} ms: ${stderr}`)), startTimeoutMs);
     child.once('exit', (code) => reject(new Error(`proxy exited with ${code}: ${stderr}`)));
@@ -45,6 +51,8 @@ export async function startProxyProcess(policyYaml: string, env: NodeJS.ProcessE
     smtpPort,
     adminPort,
     child,
+    logLines,
+    policyFile,
     async status() {
       const response = await fetch(`http://127.0.0.1:${adminPort}/status`, { signal: AbortSignal.timeout(3_000) });
       return (await response.json()) as never;
