@@ -5,12 +5,12 @@
 // command delays only the next refresh. When the store cannot be read the last set stays exported (its
 // elements carry their own timeouts, so nothing outlives its verdict by more than the kernel allows).
 import { spawn } from 'node:child_process';
-import { open, rename } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { setImmediate as setImmediatePromise } from 'node:timers/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Policy } from '../config/schema.js';
-import { removeIfPresent, writeAll } from '../quarantine/durable-fs.js';
+import { removeIfPresent, writeFileDurably } from '../quarantine/durable-fs.js';
 import type { SharedKv } from '../state/shared-kv.js';
 import { withTimeout } from '../state/shared-store-health.js';
 import {
@@ -255,18 +255,9 @@ function sameElements(before: readonly BlockedPrefix[], after: readonly BlockedP
 export async function writeFileAtomically(file: string, content: string): Promise<void> {
   const directory = path.dirname(file);
   const temporary = path.join(directory, `.${path.basename(file)}.${process.pid}.tmp`);
+  // A temporary file left by a crash of this pid's earlier life would make the exclusive create fail.
   await removeIfPresent(temporary);
-  const handle = await open(temporary, 'wx', 0o644);
-  try {
-    await writeAll(handle, Buffer.from(content, 'utf8'));
-    await handle.datasync();
-  } catch (error) {
-    await handle.close().catch(() => undefined);
-    await removeIfPresent(temporary);
-    throw error;
-  }
-  await handle.close();
-  await rename(temporary, file);
+  await writeFileDurably(temporary, file, Buffer.from(content, 'utf8'));
   const directoryHandle = await open(directory, 'r');
   try {
     await directoryHandle.sync();
