@@ -79,14 +79,15 @@ for (const store of ['memory', 'redis'] as const) {
         // Three seconds later every timeout differs by more than the tolerance: a full rewrite.
         nowMs -= 3_000;
         written.push(await timed(() => exporter.refresh()));
-        if (nftAvailable) {
-          const started = process.hrtime.bigint();
-          const check = spawnSync('nft', ['-c', '-f', file], { encoding: 'utf8' });
-          checks.push(Number(process.hrtime.bigint() - started) / 1e6);
-          if (check.status !== 0) throw new Error(`nft -c -f failed: ${check.stderr}`);
-        }
       }
       loopDelay.disable();
+      // After the refreshes: spawnSync blocks this process's own loop, which would count as the export's.
+      for (let round = 0; nftAvailable && round < repeats; round += 1) {
+        const started = process.hrtime.bigint();
+        const check = spawnSync('nft', ['-c', '-f', file], { encoding: 'utf8' });
+        checks.push(Number(process.hrtime.bigint() - started) / 1e6);
+        if (check.status !== 0) throw new Error(`nft -c -f failed: ${check.stderr}`);
+      }
       await exporter.stop();
       const exported = exporter.exportedNow().length;
       if (exported !== size) throw new Error(`exported ${exported} of ${size}`);

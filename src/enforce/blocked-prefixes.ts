@@ -80,6 +80,18 @@ export function blockedFromDenyList(deny: readonly string[]): BlockedPrefix[] {
  * Sorted by family, then address order, then length.
  */
 export function collapseBlocked(blocked: readonly BlockedPrefix[]): BlockedPrefix[] {
+  const steps = collapseSteps(blocked);
+  for (let step = steps.next(); ; step = steps.next()) if (step.done) return step.value;
+}
+
+/** Entries handled between two pauses of collapseSteps. */
+export const COLLAPSE_PAUSE_EVERY = 5_000;
+
+/**
+ * collapseBlocked as a generator that pauses every COLLAPSE_PAUSE_EVERY entries: the exporter lets the
+ * event loop run at each pause, so tens of thousands of verdicts never hold sessions up for long.
+ */
+export function* collapseSteps(blocked: readonly BlockedPrefix[]): Generator<void, BlockedPrefix[]> {
   const byPrefix = new Map<string, BlockedPrefix>();
   for (const entry of blocked) {
     const known = byPrefix.get(entry.prefix);
@@ -89,11 +101,20 @@ export function collapseBlocked(blocked: readonly BlockedPrefix[]): BlockedPrefi
   for (const entry of byPrefix.values()) lengthsByFamily[entry.family].push(entry.lengthBits);
   for (const family of ['ipv4', 'ipv6'] as const) lengthsByFamily[family] = [...new Set(lengthsByFamily[family])].sort((a, b) => a - b);
   // Each network is read once into a number: containment is a shift and a set lookup per length.
-  const networks = new Map<BlockedPrefix, number | bigint>();
-  for (const entry of byPrefix.values()) networks.set(entry, networkValue(entry));
+  const networks: Array<[BlockedPrefix, number | bigint]> = [];
   const held = new Set<string>();
-  for (const [entry, network] of networks) held.add(containerKey(entry.family, network, entry.lengthBits));
-  const kept = [...networks].filter(([entry, network]) => !lengthsByFamily[entry.family].some((length) => length < entry.lengthBits && held.has(containerKey(entry.family, network, length))));
+  for (const entry of byPrefix.values()) {
+    const network = networkValue(entry);
+    networks.push([entry, network]);
+    held.add(containerKey(entry.family, network, entry.lengthBits));
+    if (networks.length % COLLAPSE_PAUSE_EVERY === 0) yield;
+  }
+  const kept: Array<[BlockedPrefix, number | bigint]> = [];
+  for (let index = 0; index < networks.length; index += 1) {
+    const [entry, network] = networks[index]!;
+    if (!lengthsByFamily[entry.family].some((length) => length < entry.lengthBits && held.has(containerKey(entry.family, network, length)))) kept.push(networks[index]!);
+    if ((index + 1) % COLLAPSE_PAUSE_EVERY === 0) yield;
+  }
   return kept
     .sort(([left, leftNetwork], [right, rightNetwork]) => {
       if (left.family !== right.family) return left.family === 'ipv4' ? -1 : 1;

@@ -5,7 +5,7 @@
 // command delays only the next refresh. When the store cannot be read the last set stays exported (its
 // elements carry their own timeouts, so nothing outlives its verdict by more than the kernel allows).
 import { spawn } from 'node:child_process';
-import { open } from 'node:fs/promises';
+import { mkdir, open } from 'node:fs/promises';
 import { setImmediate as setImmediatePromise } from 'node:timers/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -16,7 +16,7 @@ import { withTimeout } from '../state/shared-store-health.js';
 import {
   blockedFromDenyList,
   blockedFromVerdicts,
-  collapseBlocked,
+  collapseSteps,
   renderNftables,
   VERDICT_KEY_PREFIX,
   type BlockedPrefix,
@@ -151,7 +151,10 @@ export class FirewallExporter {
       candidates.push(...blockedFromVerdicts(verdicts.slice(start, Math.min(start + PARSE_CHUNK, firewall.maxEntries)), exportedActions, nowMs));
       await setImmediatePromise();
     }
-    const blocked = collapseBlocked(candidates);
+    const steps = collapseSteps(candidates);
+    let step = steps.next();
+    for (; !step.done; step = steps.next()) await setImmediatePromise();
+    const blocked = step.value;
     await setImmediatePromise();
     if (truncated && !this.snapshotNow.truncated) {
       this.deps.logger.warn({ maxEntries: firewall.maxEntries }, 'firewall export: more verdicts than pushback.firewall.maxEntries; the rest are not exported');
@@ -255,6 +258,8 @@ function sameElements(before: readonly BlockedPrefix[], after: readonly BlockedP
 export async function writeFileAtomically(file: string, content: string): Promise<void> {
   const directory = path.dirname(file);
   const temporary = path.join(directory, `.${path.basename(file)}.${process.pid}.tmp`);
+  // Made like the spool directory is: a policy naming /var/lib/smtp-pushback/… works without a mkdir first.
+  await mkdir(directory, { recursive: true, mode: 0o750 });
   // A temporary file left by a crash of this pid's earlier life would make the exclusive create fail.
   await removeIfPresent(temporary);
   await writeFileDurably(temporary, file, Buffer.from(content, 'utf8'));

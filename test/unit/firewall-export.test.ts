@@ -1,7 +1,7 @@
 // The firewall exporter over a memory store with injected time: it exports only on change, re-reads
 // when an element expires (so a narrower prefix hidden under a wider one comes back), keeps the last
 // set when the store fails, and retries a file it could not write. Policy problems name the key.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -30,7 +30,8 @@ const reject = (scope: string): string => JSON.stringify({ action: 'reject', det
 describe('FirewallExporter', () => {
   it('writes on change only, and brings back a narrower prefix when the wider one around it expires', async () => {
     const directory = mkdtempSync(join(tmpdir(), 'pushback-fw-unit-'));
-    const file = join(directory, 'set.nft');
+    // In a directory that does not exist yet: the exporter makes it.
+    const file = join(directory, 'state', 'set.nft');
     let nowMs = 1_000_000;
     const kv = new MemoryKv();
     const updates: number[] = [];
@@ -81,14 +82,16 @@ describe('FirewallExporter', () => {
     expect(messages).toContain('firewall export: shared verdicts readable again');
   });
 
-  it('writes the file on a later refresh when it could not the first time', async () => {
-    const directory = join(mkdtempSync(join(tmpdir(), 'pushback-fw-unit-')), 'not-yet');
+  it('creates the file’s directory, and writes the file on a later refresh when it could not the first time', async () => {
+    // A file where its directory should be: not even mkdir -p can help until it is gone.
+    const directory = join(mkdtempSync(join(tmpdir(), 'pushback-fw-unit-')), 'in-the-way');
+    writeFileSync(directory, '');
     const file = join(directory, 'set.nft');
     const log = capturedLogger();
     const exporter = new FirewallExporter({ kv: new MemoryKv(), policy: () => policyWith(`pushback: { deny: [192.0.2.0/24], firewall: { nftablesFile: "${file}", refreshSeconds: 3600 } }`), logger: log.logger });
     await exporter.start();
     expect(log.lines().some((line) => line.msg === 'firewall export: cannot write the nftables file')).toBe(true);
-    mkdirSync(directory);
+    rmSync(directory);
     await exporter.refresh();
     expect(readFileSync(file, 'utf8')).toContain('{ 192.0.2.0/24 }');
     await exporter.stop();
