@@ -14,7 +14,7 @@ import { canonicalAddress, familyOf, parseAddress, prefixLadder, prefixOf, type 
 /** The part of the prefix aggregator the screen uses (main.ts swaps the aggregator on reload). */
 export type SuspectPrefixes = Pick<PrefixAggregator, 'suspectPrefix' | 'addSuspect'>;
 import type { SessionRecord } from '../session/record.js';
-import type { ScreenDecision, SessionScreen } from '../smtp/listener.js';
+import type { ScreenDecision, SessionScreen } from '../smtp/stage-contracts.js';
 import type { SharedKv } from '../state/shared-kv.js';
 import { withTimeout } from '../state/shared-store-health.js';
 import { chooseAction, tarpitDelayMs, type Action } from './actions.js';

@@ -2,7 +2,7 @@
 // what the client is told (full: 452, client gone: nothing, anything else: 451). The spool does the
 // durability; this only adapts it and counts.
 import type { Logger } from 'pino';
-import { MessageTooBigError, type QuarantineEntry, type QuarantineResult, type QuarantineSink } from '../smtp/listener.js';
+import { MessageTooBigError, type QuarantineEntry, type QuarantineResult, type QuarantineSink } from '../smtp/stage-contracts.js';
 import { MessageStreamClosedError } from './message-source.js';
 import { SpoolFullError, type QuarantineSpool } from './spool.js';
 
