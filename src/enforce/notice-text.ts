@@ -1,26 +1,18 @@
 // The notice to a source network's contact (seed 001 §3.2: "the aggregated flooding records" sent to the
 // responsible administrator): a subject naming the source and the threshold set, a plain-text body with
 // one record per flooding source and set, and the same records as CSV. Pure: records in, text out.
+import type { SfdsStats, ThresholdSet } from '../detect/sfds.js';
 import type { Action } from '../policy/actions.js';
 import type { ContactMatch } from './notice-contacts.js';
 
-/** One source flooding under one SFDS threshold set, with what the proxy did about it. */
-export interface FloodingRecord {
+/** One source flooding under one SFDS threshold set (its thresholds and numbers), with what the proxy did about it. */
+export interface FloodingRecord
+  extends Omit<ThresholdSet, 'name'>,
+    Pick<SfdsStats, 'flows' | 'packets' | 'bytes' | 'meanPacketBytes' | 'durationPeriods' | 'flowsPerPeriod'> {
   source: string;
   set: string;
-  /** The set's thresholds, to say what "flooding" meant. */
-  periodSeconds: number;
-  minMeanPacketBytes: number;
-  minFlowsPerPeriod: number;
-  minDurationPeriods: number;
   firstStartMs: number;
   lastEndMs: number;
-  flows: number;
-  packets: number;
-  bytes: number;
-  meanPacketBytes: number;
-  durationPeriods: number;
-  flowsPerPeriod: number;
   /** What the proxy did, in words (describeAction). */
   action: string;
 }
