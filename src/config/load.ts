@@ -30,6 +30,8 @@ export const ENV_OVERRIDES: ReadonlyArray<{ variable: string; path: readonly str
   { variable: 'PUSHBACK_REDIS_URL', path: ['state', 'redisUrl'] },
   { variable: 'PUSHBACK_SPOOL_DIR', path: ['quarantine', 'spoolDir'] },
   { variable: 'PUSHBACK_ADMIN_TOKEN', path: ['quarantine', 'adminToken'] },
+  // The notice relay's password, kept out of the policy file (set notices.relay.auth.user there).
+  { variable: 'PUSHBACK_NOTICES_RELAY_PASS', path: ['notices', 'relay', 'auth', 'pass'] },
 ];
 
 export function formatProblem(problem: PolicyProblem): string {

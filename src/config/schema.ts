@@ -367,7 +367,10 @@ const noticesSchema = z
       address: hostPort.nullable().default(null),
       /** TLS from the start (port 465); otherwise STARTTLS when the relay offers it. */
       secure: z.boolean().default(false),
-      auth: z.strictObject({ user: z.string().min(1), pass: z.string() }).nullable().default(null),
+      auth: z.strictObject({
+        user: z.string({ error: 'required: the user to log in as (PUSHBACK_NOTICES_RELAY_PASS gives only the password)' }).min(1),
+        pass: z.string(),
+      }).nullable().default(null),
       /** Connect, greeting, each reply, and the whole send: a notice slower than this has failed. */
       timeoutMs: positiveInt.default(10_000),
     }).prefault({}),

@@ -34,6 +34,15 @@ describe('policy', () => {
     expect(result.policy.quarantine.spoolDir).toBe('/tmp/spool');
   });
 
+  it('takes the notice relay password from PUSHBACK_NOTICES_RELAY_PASS, and names the variable when the user is missing', () => {
+    const withUser = parsePolicyText('notices:\n  relay:\n    auth: { user: pushback, pass: "" }\n', 'p.yaml', { PUSHBACK_NOTICES_RELAY_PASS: 's3cret' });
+    expect(withUser.ok && withUser.policy.notices.relay.auth).toEqual({ user: 'pushback', pass: 's3cret' });
+    const withoutUser = parsePolicyText('', 'p.yaml', { PUSHBACK_NOTICES_RELAY_PASS: 's3cret' });
+    expect(withoutUser.ok).toBe(false);
+    if (withoutUser.ok) return;
+    expect(withoutUser.problems.map(formatProblem)).toEqual([expect.stringMatching(/^p\.yaml:1:1: notices\.relay\.auth\.user: required: the user to log in as \(PUSHBACK_NOTICES_RELAY_PASS gives only the password\)$/)]);
+  });
+
   it('reports every problem with its line and reason', () => {
     const text = [
       'server:', //               1
