@@ -1,6 +1,7 @@
 // The policy schema: every key an operator can set, its type, its default and its bounds.
 // The parsed policy is one frozen snapshot (see load.ts); nothing else reads the YAML.
 import os from 'node:os';
+import path from 'node:path';
 import net from 'node:net';
 import { z } from 'zod';
 import { parseCidr } from '../policy/cidr-list.js';
@@ -26,6 +27,8 @@ const cidr = z.string().superRefine((text, ctx) => {
 
 const ipAddress = z.string().refine((text) => net.isIP(text) !== 0, { message: 'expected an IP address' });
 const positiveInt = z.number().int().positive();
+/** Node's timers fire at once beyond this (2^31 - 1 ms, about 24.8 days). */
+const MAX_TIMER_MS = 2_147_483_647;
 const nonNegativeInt = z.number().int().nonnegative();
 
 const serverSchema = z.strictObject({
@@ -295,17 +298,17 @@ const pushbackSchema = z.strictObject({
     /** The policy's deny list is exported too, as permanent elements. */
     includeDenyList: z.boolean().default(true),
     /** How often the shared verdicts are read again (other nodes' verdicts arrive this way). */
-    refreshSeconds: positiveInt.default(5),
+    refreshSeconds: positiveInt.max(86_400).default(5),
     /** Prefixes exported at most; beyond it the rest are left out and the log says so. */
     maxEntries: positiveInt.default(65_536),
     /** nftables script written atomically on every change; empty: none is written. */
-    nftablesFile: z.string().default(''),
+    nftablesFile: z.string().refine((file) => file === '' || path.isAbsolute(file), 'must be an absolute path (the service runs from /)').default(''),
     table: nftName.default('smtp_pushback'),
     setV4: nftName.default('blocked_v4'),
     setV6: nftName.default('blocked_v6'),
     /** Run after each change, without a shell ({file} is the nftables file), e.g. [nft, -f, "{file}"]; empty: none. */
     command: z.array(z.string().min(1)).default([]),
-    commandTimeoutMs: positiveInt.default(10_000),
+    commandTimeoutMs: positiveInt.max(MAX_TIMER_MS).default(10_000),
   })
     .refine((firewall) => firewall.setV4 !== firewall.setV6, { message: 'setV4 and setV6 must differ', path: ['setV6'] })
     .refine((firewall) => firewall.nftablesFile !== '' || !firewall.command.some((arg) => arg.includes('{file}')), {
@@ -372,12 +375,12 @@ const noticesSchema = z
         pass: z.string(),
       }).nullable().default(null),
       /** Connect, greeting, each reply, and the whole send: a notice slower than this has failed. */
-      timeoutMs: positiveInt.default(10_000),
+      timeoutMs: positiveInt.max(MAX_TIMER_MS).default(10_000),
     }).prefault({}),
     /** At most one notice per contact address per period, shared by every node through the state store. */
-    periodHours: z.number().positive().default(24),
+    periodHours: z.number().positive().max(8_760).default(24),
     /** Wait this long after the first flooding source of a network, so one notice lists its neighbours too. */
-    batchDelayMs: nonNegativeInt.default(5_000),
+    batchDelayMs: nonNegativeInt.max(MAX_TIMER_MS).default(5_000),
     contacts: z.array(noticeContactSchema).default([]).superRefine((contacts, ctx) => {
       for (const { index, firstIndex, network } of duplicateNetworks(contacts.map((contact) => contact.cidr))) {
         ctx.addIssue({ code: 'custom', path: [index, 'cidr'], message: `${network} already has a contact (notices.contacts.${firstIndex})` });
@@ -386,7 +389,7 @@ const noticesSchema = z
     /** More contacts from a file (relative to the policy file): YAML like contacts, or lines "CIDR EMAIL ORGANISATION". */
     contactsFile: z.string().min(1).nullable().default(null),
     /** Write each notice as an .eml file here instead of sending it (to try notices out). */
-    dryRunDir: z.string().min(1).nullable().default(null),
+    dryRunDir: z.string().min(1).refine((dir) => path.isAbsolute(dir), 'must be an absolute path (the service runs from /)').nullable().default(null),
   })
   .superRefine((notices, ctx) => {
     if (!notices.enabled) return;

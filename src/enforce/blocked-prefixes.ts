@@ -2,7 +2,7 @@
 // firewall elements, how overlapping prefixes collapse into a set nftables accepts, and the three
 // renderings (JSON rows, one prefix per line, an nftables script). Pure: entries and times in, text out.
 import type { Action } from '../policy/actions.js';
-import { parseCidr } from '../policy/cidr-list.js';
+import { parseCidr, type CidrList } from '../policy/cidr-list.js';
 import { addressBits, parseAddress, type AddressFamily } from '../detect/prefix.js';
 
 export interface BlockedPrefix {
@@ -43,13 +43,13 @@ export function blockedFromVerdicts(entries: readonly VerdictEntry[], exportedAc
   const blocked: BlockedPrefix[] = [];
   for (const entry of entries) {
     if (!entry.key.startsWith(VERDICT_KEY_PREFIX) || entry.ttlMs <= 0) continue;
-    let fields: StoredVerdictFields;
+    let fields: StoredVerdictFields | null;
     try {
-      fields = JSON.parse(entry.value) as StoredVerdictFields;
+      fields = JSON.parse(entry.value) as StoredVerdictFields | null;
     } catch {
       continue;
     }
-    if (typeof fields.action !== 'string' || !exportedActions.has(fields.action)) continue;
+    if (typeof fields !== 'object' || fields === null || typeof fields.action !== 'string' || !exportedActions.has(fields.action)) continue;
     const range = tryParseCidr(entry.key.slice(VERDICT_KEY_PREFIX.length));
     if (!range) continue;
     blocked.push({
@@ -79,8 +79,8 @@ export function blockedFromDenyList(deny: readonly string[]): BlockedPrefix[] {
  * it: the exporter refreshes when the wider one expires, and the narrower one comes back then.
  * Sorted by family, then address order, then length.
  */
-export function collapseBlocked(blocked: readonly BlockedPrefix[]): BlockedPrefix[] {
-  const steps = collapseSteps(blocked);
+export function collapseBlocked(blocked: readonly BlockedPrefix[], spared?: CidrList): BlockedPrefix[] {
+  const steps = collapseSteps(blocked, spared);
   for (let step = steps.next(); ; step = steps.next()) if (step.done) return step.value;
 }
 
@@ -90,8 +90,11 @@ export const COLLAPSE_PAUSE_EVERY = 5_000;
 /**
  * collapseBlocked as a generator that pauses every COLLAPSE_PAUSE_EVERY entries: the exporter lets the
  * event loop run at each pause, so tens of thousands of verdicts never hold sessions up for long.
+ * `spared` (the allow list) is never blocked: an entry overlapping any of its ranges, inside or around
+ * it, is left out whole, as the proxy lets those clients in before any verdict (a firewall cannot
+ * carve a hole into an interval element).
  */
-export function* collapseSteps(blocked: readonly BlockedPrefix[]): Generator<void, BlockedPrefix[]> {
+export function* collapseSteps(blocked: readonly BlockedPrefix[], spared?: CidrList): Generator<void, BlockedPrefix[]> {
   const byPrefix = new Map<string, BlockedPrefix>();
   for (const entry of blocked) {
     const known = byPrefix.get(entry.prefix);
@@ -101,10 +104,18 @@ export function* collapseSteps(blocked: readonly BlockedPrefix[]): Generator<voi
   for (const entry of byPrefix.values()) lengthsByFamily[entry.family].push(entry.lengthBits);
   for (const family of ['ipv4', 'ipv6'] as const) lengthsByFamily[family] = [...new Set(lengthsByFamily[family])].sort((a, b) => a - b);
   // Each network is read once into a number: containment is a shift and a set lookup per length.
+  const sparedKeys = new Set<string>();
+  for (const range of spared?.ranges ?? []) {
+    const value = networkValue(range.family, range.network.toString());
+    for (const length of lengthsByFamily[range.family]) if (length <= range.lengthBits) sparedKeys.add(containerKey(range.family, value, length));
+  }
   const networks: Array<[BlockedPrefix, number | bigint]> = [];
   const held = new Set<string>();
   for (const entry of byPrefix.values()) {
-    const network = networkValue(entry);
+    const address = entry.prefix.slice(0, entry.prefix.lastIndexOf('/'));
+    const network = networkValue(entry.family, address);
+    // Around an allowed range, or inside one (an allowed range holds its first address).
+    if (sparedKeys.has(containerKey(entry.family, network, entry.lengthBits)) || spared?.matches(address)) continue;
     networks.push([entry, network]);
     held.add(containerKey(entry.family, network, entry.lengthBits));
     if (networks.length % COLLAPSE_PAUSE_EVERY === 0) yield;
@@ -233,10 +244,9 @@ function ipv4Mask(lengthBits: number): number {
   return lengthBits === 0 ? 0 : (-1 << (32 - lengthBits)) | 0;
 }
 
-/** The network of a canonical prefix as an unsigned number (IPv4) or a bigint (IPv6, 128 bits). */
-function networkValue(entry: BlockedPrefix): number | bigint {
-  const address = entry.prefix.slice(0, entry.prefix.lastIndexOf('/'));
-  if (entry.family === 'ipv4') return ipv4Value(address.split('.').map(Number)) >>> 0;
+/** A network address as an unsigned number (IPv4) or a bigint (IPv6, 128 bits). */
+function networkValue(family: AddressFamily, address: string): number | bigint {
+  if (family === 'ipv4') return ipv4Value(address.split('.').map(Number)) >>> 0;
   return parseAddress(address).toByteArray().reduce((value, byte) => (value << 8n) | BigInt(byte), 0n);
 }
 

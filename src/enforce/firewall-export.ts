@@ -4,13 +4,14 @@
 // command. GET /pushback serves the last set. It never sits on a session's path: a slow store or a hung
 // command delays only the next refresh. When the store cannot be read the last set stays exported (its
 // elements carry their own timeouts, so nothing outlives its verdict by more than the kernel allows).
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, open } from 'node:fs/promises';
 import { setImmediate as setImmediatePromise } from 'node:timers/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Policy } from '../config/schema.js';
 import { removeIfPresent, writeFileDurably } from '../quarantine/durable-fs.js';
+import { parseCidrList, type CidrList } from '../policy/cidr-list.js';
 import type { SharedKv } from '../state/shared-kv.js';
 import { withTimeout } from '../state/shared-store-health.js';
 import {
@@ -55,7 +56,11 @@ const SCAN_TIMEOUT_MS = 5_000;
 const SAME_EXPIRY_MS = 2_000;
 /** Earliest re-read after an element expires, so a narrower prefix hidden under it comes back promptly. */
 const MIN_REFRESH_MS = 250;
+/** Reads start at most this often, whatever triggers them. */
+const MIN_GAP_MS = 1_000;
 const STDERR_KEPT_BYTES = 4_096;
+/** How long stop() lets a running command end on SIGTERM before SIGKILL. */
+const STOP_COMMAND_GRACE_MS = 2_000;
 /** Verdicts parsed between two turns of the event loop. */
 const PARSE_CHUNK = 2_000;
 
@@ -66,9 +71,14 @@ export class FirewallExporter {
   private exported: BlockedPrefix[] | undefined;
   private timer: NodeJS.Timeout | undefined;
   private refreshing: Promise<void> | undefined;
-  private commandRun: { child: ReturnType<typeof spawn>; done: Promise<void> } | undefined;
+  private commandRun: { child: ChildProcess; done: Promise<void> } | undefined;
   private commandAgain = false;
   private refreshAgain = false;
+  private lastStartMs = 0;
+  private scanInFlight: Promise<unknown> | undefined;
+  /** The exported verdicts of the last read that worked, kept for when the store cannot be read. */
+  private lastVerdicts: BlockedPrefix[] = [];
+  private allowList: { from: readonly string[] | undefined; list: CidrList } = { from: undefined, list: parseCidrList([]) };
   private storeFailing = false;
   private stopped = false;
 
@@ -85,8 +95,14 @@ export class FirewallExporter {
     this.stopped = true;
     clearTimeout(this.timer);
     await this.refreshing;
-    this.commandRun?.child.kill('SIGTERM');
-    await this.commandRun?.done;
+    const run = this.commandRun;
+    if (run) {
+      killGroup(run.child, 'SIGTERM');
+      // Bounded: a command that ignores SIGTERM is killed, so stop() always returns.
+      const killer = setTimeout(() => killGroup(run.child, 'SIGKILL'), STOP_COMMAND_GRACE_MS);
+      await run.done;
+      clearTimeout(killer);
+    }
   }
 
   snapshot(): FirewallSnapshot {
@@ -105,7 +121,7 @@ export class FirewallExporter {
       this.refreshing = undefined;
       if (this.refreshAgain && !this.stopped) {
         this.refreshAgain = false;
-        void this.refresh();
+        this.scheduleIn(this.gapLeftMs());
       } else {
         this.schedule();
       }
@@ -114,8 +130,9 @@ export class FirewallExporter {
   }
 
   /**
-   * A verdict this node just stored: read again now rather than at the next interval, so the firewall
-   * follows within a store round trip. One that lands during a read gets a read of its own after it.
+   * A verdict this node just stored: read again soon rather than at the next interval, so the firewall
+   * follows within a second or so. Reads start at most once per MIN_GAP_MS however many verdicts a
+   * flood brings (each read is a scan of the store, each change a file write and a loader run).
    */
   verdictStored(action: string): void {
     if (this.stopped || !this.deps.policy().pushback.firewall.actions.includes(action as never)) return;
@@ -123,44 +140,74 @@ export class FirewallExporter {
       this.refreshAgain = true;
       return;
     }
-    void this.refresh();
+    this.scheduleIn(this.gapLeftMs());
   }
 
+  /** A refresh never throws: whatever goes wrong is logged and counted, and the last exported set stays. */
   private async refreshOnce(): Promise<void> {
-    const policy = this.deps.policy();
-    const firewall = policy.pushback.firewall;
-    const nowMs = this.now();
-    let verdicts;
+    this.lastStartMs = this.now();
     try {
-      verdicts = await withTimeout(this.deps.kv.scan(VERDICT_KEY_PREFIX, firewall.maxEntries + 1, nowMs), SCAN_TIMEOUT_MS, 'firewall verdict scan');
+      await this.export();
     } catch (error) {
       this.deps.metrics?.refreshFailed();
-      if (!this.storeFailing) this.deps.logger.warn({ err: error }, 'firewall export: cannot read the shared verdicts; the last exported set stays');
+      this.deps.logger.error({ err: error }, 'firewall export: refresh failed; the last exported set stays');
+    }
+  }
+
+  /**
+   * The verdicts with an exported action, from the store; when it cannot be read, the last ones read
+   * (those not expired yet), so a change of mode or deny list still reaches the firewall during an outage.
+   */
+  private async readBlockedVerdicts(policy: Policy, nowMs: number): Promise<{ blocked: BlockedPrefix[]; stale: boolean; truncated: boolean }> {
+    const firewall = policy.pushback.firewall;
+    let verdicts;
+    try {
+      // A read that timed out may still be running against a slow store: never pile a second one on it.
+      if (this.scanInFlight) throw new Error('the previous read of the verdicts has not finished');
+      const scan = this.deps.kv.scan(VERDICT_KEY_PREFIX, firewall.maxEntries + 1, nowMs);
+      this.scanInFlight = scan;
+      void scan.then(() => undefined, () => undefined).finally(() => {
+        if (this.scanInFlight === scan) this.scanInFlight = undefined;
+      });
+      verdicts = await withTimeout(scan, SCAN_TIMEOUT_MS, 'firewall verdict scan');
+    } catch (error) {
+      this.deps.metrics?.refreshFailed();
+      if (!this.storeFailing) this.deps.logger.warn({ err: error }, 'firewall export: cannot read the shared verdicts; the last ones read stay exported');
       this.storeFailing = true;
-      this.snapshotNow = { ...this.snapshotNow, stale: true };
-      return;
+      const alive = this.lastVerdicts.filter((entry) => entry.expiresAtMs === null || entry.expiresAtMs > nowMs);
+      return { blocked: alive, stale: true, truncated: this.snapshotNow.truncated };
     }
     if (this.storeFailing) this.deps.logger.info('firewall export: shared verdicts readable again');
     this.storeFailing = false;
     const truncated = verdicts.length > firewall.maxEntries;
+    if (truncated && !this.snapshotNow.truncated) {
+      this.deps.logger.warn({ maxEntries: firewall.maxEntries }, 'firewall export: more verdicts than pushback.firewall.maxEntries; the rest are not exported');
+    }
     // Tens of thousands of verdicts take a while to read: a few thousand at a time, letting sessions
     // run in between, so the event loop never waits for the whole set.
-    const candidates = firewall.includeDenyList ? blockedFromDenyList(policy.pushback.deny) : [];
+    const blocked: BlockedPrefix[] = [];
     const exportedActions = new Set<string>(firewall.actions);
     for (let start = 0; start < Math.min(verdicts.length, firewall.maxEntries); start += PARSE_CHUNK) {
-      candidates.push(...blockedFromVerdicts(verdicts.slice(start, Math.min(start + PARSE_CHUNK, firewall.maxEntries)), exportedActions, nowMs));
+      blocked.push(...blockedFromVerdicts(verdicts.slice(start, Math.min(start + PARSE_CHUNK, firewall.maxEntries)), exportedActions, nowMs));
       await setImmediatePromise();
     }
-    const steps = collapseSteps(candidates);
+    this.lastVerdicts = blocked;
+    return { blocked, stale: false, truncated };
+  }
+
+  private async export(): Promise<void> {
+    const policy = this.deps.policy();
+    const firewall = policy.pushback.firewall;
+    const nowMs = this.now();
+    const verdicts = await this.readBlockedVerdicts(policy, nowMs);
+    const candidates = [...(firewall.includeDenyList ? blockedFromDenyList(policy.pushback.deny) : []), ...verdicts.blocked];
+    const steps = collapseSteps(candidates, this.allowListOf(policy));
     let step = steps.next();
     for (; !step.done; step = steps.next()) await setImmediatePromise();
     const blocked = step.value;
     await setImmediatePromise();
-    if (truncated && !this.snapshotNow.truncated) {
-      this.deps.logger.warn({ maxEntries: firewall.maxEntries }, 'firewall export: more verdicts than pushback.firewall.maxEntries; the rest are not exported');
-    }
     const enforced = policy.mode === 'enforce';
-    this.snapshotNow = { generatedAtMs: nowMs, enforced, stale: false, truncated, entries: blocked };
+    this.snapshotNow = { generatedAtMs: nowMs, enforced, stale: verdicts.stale, truncated: verdicts.truncated, entries: blocked };
     const exported = enforced ? blocked : [];
     if (this.exported !== undefined && sameElements(this.exported, exported)) return;
     this.exported = exported;
@@ -180,6 +227,24 @@ export class FirewallExporter {
     if (firewall.command.length > 0) this.runCommand(policy);
   }
 
+  /** The allow list of this policy, parsed once per policy snapshot. */
+  private allowListOf(policy: Policy): CidrList {
+    if (this.allowList.from !== policy.pushback.allow) this.allowList = { from: policy.pushback.allow, list: parseCidrList(policy.pushback.allow) };
+    return this.allowList.list;
+  }
+
+  /** Time left until a read may start again (MIN_GAP_MS after the last one started). */
+  private gapLeftMs(): number {
+    return Math.max(0, this.lastStartMs + MIN_GAP_MS - this.now());
+  }
+
+  private scheduleIn(delayMs: number): void {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.refresh(), delayMs);
+    this.timer.unref();
+  }
+
   /** Next read: the refresh interval, or sooner when an exported element expires. */
   private schedule(): void {
     if (this.stopped) return;
@@ -188,9 +253,7 @@ export class FirewallExporter {
     for (const entry of this.exported ?? []) {
       if (entry.expiresAtMs !== null) delayMs = Math.min(delayMs, Math.max(MIN_REFRESH_MS, entry.expiresAtMs - nowMs + 10));
     }
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.refresh(), delayMs);
-    this.timer.unref();
+    this.scheduleIn(delayMs);
   }
 
   /**
@@ -205,7 +268,15 @@ export class FirewallExporter {
     }
     const { command, commandTimeoutMs, nftablesFile } = policy.pushback.firewall;
     const argv = command.map((arg) => arg.replaceAll('{file}', nftablesFile));
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+    let child: ChildProcess;
+    try {
+      // Its own process group: a time-out or stop kills whatever it started too (an ssh master, a `&`).
+      child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+    } catch (error) {
+      this.deps.metrics?.command('failed');
+      this.deps.logger.error({ command: argv, err: error }, 'firewall command failed');
+      return;
+    }
     let stderr = '';
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
       if (stderr.length < STDERR_KEPT_BYTES) stderr += chunk.slice(0, STDERR_KEPT_BYTES - stderr.length);
@@ -213,15 +284,17 @@ export class FirewallExporter {
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      child.kill('SIGKILL');
+      killGroup(child, 'SIGKILL');
     }, commandTimeoutMs);
     const done = new Promise<void>((resolve) => {
       let finished = false;
-      // A program that cannot start emits 'error' and then 'close': count and log it once.
+      // A program that cannot start emits 'error' and then 'close'; one that exits may leave a child
+      // holding stderr open, so its end is 'exit', not 'close': count and log it once either way.
       const finish = (code: number | null, error?: Error): void => {
         if (finished) return;
         finished = true;
         clearTimeout(timer);
+        child.stderr?.destroy();
         const result = timedOut ? 'timeout' : code === 0 && !error ? 'ok' : 'failed';
         this.deps.metrics?.command(result);
         if (result === 'ok') this.deps.logger.debug({ command: argv }, 'firewall command done');
@@ -234,10 +307,12 @@ export class FirewallExporter {
         }
       };
       child.once('error', (error) => finish(null, error));
-      child.once('close', (code) => finish(code));
+      // Let the last stderr chunks of a normal exit arrive first.
+      child.once('exit', (code) => setImmediate(() => finish(code)));
     });
     this.commandRun = { child, done };
   }
+
 }
 
 /** Same prefixes with the same expiries (within SAME_EXPIRY_MS): nothing to export again. */
@@ -268,5 +343,14 @@ export async function writeFileAtomically(file: string, content: string): Promis
     await directoryHandle.sync();
   } finally {
     await directoryHandle.close();
+  }
+}
+
+/** Signals the command's whole process group; a group already gone is fine. */
+function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+  try {
+    if (child.pid !== undefined) process.kill(-child.pid, signal);
+  } catch {
+    child.kill(signal);
   }
 }

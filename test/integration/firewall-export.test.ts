@@ -141,6 +141,10 @@ describe('firewall export', () => {
     expect(await completeSession(proxy.port, '127.44.2.1')).toBe(250);
     await waitForAsync(async () => (await metric(proxy, /^pushback_firewall_commands_total\{result="timeout"\}/)) === 1, 5_000, 'the command to time out');
 
+    // A command that leaves a child behind holding stderr still counts as done when it exits.
+    const detaching = await start('pushback: { deny: ["203.0.113.0/24"], firewall: { command: ["/bin/sh", "-c", "sleep 30 & exit 0"], commandTimeoutMs: 60000 } }\n');
+    await waitForAsync(async () => (await metric(detaching, /^pushback_firewall_commands_total\{result="ok"\}/)) === 1, 5_000, 'the detaching command to count as done');
+
     const failing = await start('pushback: { deny: ["203.0.113.0/24"], firewall: { command: ["/bin/false"] } }\n');
     await waitForAsync(async () => (await metric(failing, /^pushback_firewall_commands_total\{result="failed"\}/)) === 1, 5_000, 'the failure to be counted');
     const missing = await start('pushback: { deny: ["203.0.113.0/24"], firewall: { command: ["/nonexistent/nft"] } }\n');

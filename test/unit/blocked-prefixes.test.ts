@@ -14,6 +14,7 @@ import {
   renderPrefixList,
   type BlockedPrefix,
 } from '../../src/enforce/blocked-prefixes.js';
+import { parseCidrList } from '../../src/policy/cidr-list.js';
 
 const NOW = Date.UTC(2026, 10, 23, 12, 0, 0);
 const NAMES = { table: 'smtp_pushback', setV4: 'blocked_v4', setV6: 'blocked_v6' };
@@ -56,6 +57,15 @@ describe('blockedFromVerdicts', () => {
     expect(rows).toEqual([{ prefix: '192.0.2.3/32', family: 'ipv4', lengthBits: 32, action: 'reject', detector: 'unknown', reasons: [], expiresAtMs: null }]);
   });
 
+  it('skips a value that parses to null or a non-object (another writer’s key), without throwing', () => {
+    const rows = blockedFromVerdicts([
+      { key: 'v:192.0.2.1', value: 'null', ttlMs: 1_000 },
+      { key: 'v:192.0.2.2', value: '"reject"', ttlMs: 1_000 },
+      { key: 'v:192.0.2.3', value: '[]', ttlMs: 1_000 },
+    ], new Set(['reject']), NOW);
+    expect(rows).toEqual([]);
+  });
+
   it('takes several actions when the policy exports them', () => {
     const rows = blockedFromVerdicts([verdict('192.0.2.7', 'reject', 1_000), verdict('192.0.2.8', 'defer', 1_000)], new Set(['reject', 'defer']), NOW);
     expect(rows.map((row) => row.action)).toEqual(['reject', 'defer']);
@@ -81,6 +91,19 @@ describe('collapseBlocked', () => {
       ['2001:db8::/32', null],
       ['2001:db9::1/128', NOW + 5_000],
     ]);
+  });
+
+  it('never blocks the allow list: entries around or inside an allowed range are left out, their neighbours stay', () => {
+    const rows = collapseBlocked([
+      blocked('198.51.0.0/16', NOW + 60_000),
+      blocked('198.51.100.7/32', NOW + 60_000),
+      blocked('198.51.7.9/32', NOW + 60_000),
+      blocked('203.0.113.0/24', null),
+      blocked('203.0.114.0/24', null),
+      blocked('2001:db8::/48', NOW + 1_000),
+    ], parseCidrList(['198.51.100.0/24', '203.0.113.5', '2001:db8::/32']));
+    // The /16 holds an allowed /24: it goes, and the /32 outside the allowed range is exported on its own.
+    expect(rows.map((row) => row.prefix)).toEqual(['198.51.7.9/32', '203.0.114.0/24']);
   });
 
   it('leaves disjoint neighbours alone', () => {

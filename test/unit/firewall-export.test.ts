@@ -82,6 +82,27 @@ describe('FirewallExporter', () => {
     expect(messages).toContain('firewall export: shared verdicts readable again');
   });
 
+  it('while the store is down, still follows the policy: observe mode empties the export, the last verdicts stay otherwise', async () => {
+    const kv = new MemoryKv();
+    let failing = false;
+    const flaky: SharedKv = Object.assign(Object.create(kv) as SharedKv, {
+      scan: (...args: Parameters<SharedKv['scan']>) => (failing ? Promise.reject(new Error('connection lost')) : kv.scan(...args)),
+    });
+    let yaml = 'pushback: { firewall: { refreshSeconds: 3600 } }';
+    const exporter = new FirewallExporter({ kv: flaky, policy: () => policyWith(yaml), logger: capturedLogger().logger });
+    await kv.set('v:192.0.2.7', reject('192.0.2.7'), 60_000, Date.now());
+    await exporter.start();
+    failing = true;
+    yaml = 'mode: observe\npushback: { firewall: { refreshSeconds: 3600 } }';
+    await exporter.refresh();
+    expect(exporter.exportedNow()).toEqual([]);
+    expect(exporter.snapshot()).toMatchObject({ enforced: false, stale: true });
+    yaml = 'pushback: { deny: [203.0.113.0/24], firewall: { refreshSeconds: 3600 } }';
+    await exporter.refresh();
+    expect(exporter.exportedNow().map((entry) => entry.prefix)).toEqual(['192.0.2.7/32', '203.0.113.0/24']);
+    await exporter.stop();
+  });
+
   it('creates the file’s directory, and writes the file on a later refresh when it could not the first time', async () => {
     // A file where its directory should be: not even mkdir -p can help until it is gone.
     const directory = join(mkdtempSync(join(tmpdir(), 'pushback-fw-unit-')), 'in-the-way');
