@@ -111,6 +111,11 @@ describe('the firewall loader', () => {
     ['an include', 'include "/etc/nftables.conf"\n', 'nftables.conf'],
     ['another table', 'table ip filter {\n}\n', 'filter'],
     ['a rule in our table', 'add rule inet smtp_pushback input accept\n', 'accept'],
+    ['the table deleted', 'delete table inet smtp_pushback\n', 'delete'],
+    ['the table flushed', 'flush table inet smtp_pushback\n', 'flush table'],
+    ['a chain added', 'add chain inet smtp_pushback input\n', 'chain'],
+    ['a table added', 'add table inet smtp_pushback\n', 'add table'],
+    ['two statements on one line', 'flush set inet smtp_pushback blocked_v4; flush set inet smtp_pushback blocked_v6\n', 'blocked_v6'],
     ['a chain', 'table inet smtp_pushback {\n chain sneak { type filter hook input priority 0; policy accept; }\n}\n', 'sneak'],
     ['a variable', 'define everyone = 0.0.0.0/0\nadd element inet smtp_pushback blocked_v4 { $everyone }\n', 'everyone'],
     ['a comment string', 'add element inet smtp_pushback blocked_v4 { 192.0.2.1 comment "x" }\n', 'comment'],
@@ -121,6 +126,23 @@ describe('the firewall loader', () => {
     expect(result.stderr).toMatch(/outside the sets of table inet smtp_pushback; nothing loaded/);
     // The untrusted words are not repeated in the log.
     expect(result.stderr).not.toContain(word);
+  });
+
+  it('loads again when the proxy replaced the file during the load, which systemd would not start it for', () => {
+    const dir = scratch();
+    const file = join(dir, 'pushback.nft');
+    writeFileSync(file, EXPORT);
+    const newer = EXPORT.replace('198.51.100.7 timeout 300s', '198.51.100.9 timeout 300s');
+    expect(newer).not.toBe(EXPORT);
+    writeFileSync(join(dir, 'newer.nft'), newer);
+    // The first load sees the proxy's next version renamed into place; every load is recorded.
+    const fakeNft = join(dir, 'nft');
+    writeFileSync(fakeNft, `#!/bin/sh\ncat "$2" >> "${dir}/loaded"\n[ -e "${dir}/newer.nft" ] && mv "${dir}/newer.nft" "${file}"\nexit 0\n`);
+    chmodSync(fakeNft, 0o755);
+    const result = run(LOADER, [file], { NFT: fakeNft });
+    expect(result.stderr).toBe('');
+    expect(result.status).toBe(0);
+    expect(readFileSync(join(dir, 'loaded'), 'utf8')).toBe(`${EXPORT}${newer}`);
   });
 
   it('refuses a symlink, so the proxy cannot make it read another file', () => {

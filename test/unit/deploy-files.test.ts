@@ -21,6 +21,11 @@ const defaults = (() => {
   return result.policy;
 })();
 
+/** The longest stop going to plan: the drain, then a message's reply from Postfix, then 30 s to close down. */
+function stopWorstCaseSeconds(policy: typeof defaults): number {
+  return policy.server.shutdownDrainSeconds + policy.upstream.dataDoneTimeoutMs / 1000 + 30;
+}
+
 function env(service: ComposeService, name: string): string {
   const value = service.environment?.[name];
   if (value === undefined) throw new Error(`${name} is not set`);
@@ -133,8 +138,8 @@ describe('docker-compose.yml', () => {
     if (!result.ok) return;
     expect(result.policy.upstream.xclient).toBe('required');
     expect(result.policy.state.redisUrl).toBe(env(proxy!, 'PUSHBACK_REDIS_URL'));
-    // docker stop waits stop_grace_period before SIGKILL: longer than the drain.
-    expect(durationSeconds(proxy!.stop_grace_period ?? '10s')).toBeGreaterThan(result.policy.server.shutdownDrainSeconds);
+    // docker stop waits stop_grace_period before SIGKILL: the drain, a reply awaited from Postfix, and closing down.
+    expect(durationSeconds(proxy!.stop_grace_period ?? '10s')).toBeGreaterThanOrEqual(stopWorstCaseSeconds(result.policy));
   });
 
   it('keeps no Redis persistence it does not need', () => {
@@ -252,7 +257,7 @@ describe('deploy/systemd', () => {
     expect(one(service, 'StateDirectory')).toBe('smtp-pushback');
     expect(one(service, 'ExecReload')).toBe('/bin/kill -HUP $MAINPID');
     expect(one(service, 'Restart')).toBe('on-failure');
-    expect(Number(one(service, 'TimeoutStopSec'))).toBeGreaterThan(defaults.server.shutdownDrainSeconds);
+    expect(Number(one(service, 'TimeoutStopSec'))).toBeGreaterThanOrEqual(stopWorstCaseSeconds(defaults));
     // A descriptor per client and one per upstream connection.
     expect(Number(one(service, 'LimitNOFILE'))).toBeGreaterThan(2 * defaults.server.maxClients);
   });
@@ -274,6 +279,14 @@ describe('deploy/systemd', () => {
     expect(one(firewall, 'CapabilityBoundingSet')).toBe('CAP_NET_ADMIN');
     expect(executable(repoPath('deploy/nftables/load-blocked-sets.sh'))).toBe(true);
     expect(JSON.stringify(service)).not.toMatch(/CAP_NET_ADMIN/);
+  });
+
+  it('keeps watching under a flood of rewrites: no start limit on the loader, no trigger limit on the path', () => {
+    const path = parseUnit(readRepoFile('deploy/systemd/smtp-pushback-firewall.path'));
+    const firewall = parseUnit(readRepoFile('deploy/systemd/smtp-pushback-firewall.service'));
+    expect(one(firewall.Unit!, 'StartLimitIntervalSec')).toBe('0');
+    expect(firewall.Service!.StartLimitIntervalSec).toBeUndefined();
+    expect(one(path.Path!, 'TriggerLimitIntervalSec')).toBe('0');
   });
 });
 
