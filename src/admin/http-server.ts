@@ -2,7 +2,7 @@
 // text), /healthz (the process answers) and /readyz (it accepts mail). Read-only; loopback by
 // default. Later stages add their routes through `routes`.
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import type { HostPort } from '../util/host-port.js';
 
 export interface AdminResponse {
@@ -21,6 +21,8 @@ export interface AdminSources {
   ready(): boolean;
   /** Extra routes tried in order before the built-in ones answer 404. */
   routes?: AdminRoute[];
+  /** Host names answered besides IP literals and localhost (admin.allowedHosts); read per request. */
+  allowedHosts?: () => readonly string[];
 }
 
 export function json(status: number, value: unknown): AdminResponse {
@@ -62,6 +64,9 @@ export class AdminServer {
   }
 
   private async route(request: http.IncomingMessage): Promise<AdminResponse> {
+    if (!hostAllowed(request.headers.host, this.sources.allowedHosts?.() ?? [])) {
+      return text(421, 'misdirected request: this Host is not served here (admin.allowedHosts)\n');
+    }
     const url = new URL(request.url ?? '/', 'http://admin.invalid');
     for (const route of this.sources.routes ?? []) {
       const answer = await route(request, url);
@@ -88,4 +93,16 @@ export class AdminServer {
 function send(response: http.ServerResponse, answer: AdminResponse): void {
   response.writeHead(answer.status, { ...answer.headers, 'content-type': answer.contentType, 'cache-control': 'no-store' });
   response.end(response.req.method === 'HEAD' ? undefined : answer.body);
+}
+
+/**
+ * DNS rebinding guard: a page on evil.example that re-points its name at 127.0.0.1 reaches this
+ * listener with "Host: evil.example". IP literals, localhost and the configured names pass; a request
+ * without Host (HTTP/1.0 tools) passes too, as no browser sends one.
+ */
+export function hostAllowed(hostHeader: string | undefined, allowedHosts: readonly string[]): boolean {
+  if (hostHeader === undefined || hostHeader === '') return true;
+  const host = hostHeader.startsWith('[') ? hostHeader.slice(1, hostHeader.indexOf(']')) : hostHeader.replace(/:\d+$/, '');
+  const name = host.toLowerCase().replace(/\.$/, '');
+  return net.isIP(name) !== 0 || name === 'localhost' || allowedHosts.some((allowed) => allowed.toLowerCase() === name);
 }

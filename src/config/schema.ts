@@ -96,6 +96,12 @@ const upstreamSchema = z.strictObject({
 const adminSchema = z.strictObject({
   /** Admin HTTP listener; loopback by default. PUSHBACK_ADMIN overrides it. */
   listen: hostPort.prefault('127.0.0.1:8025'),
+  /**
+   * Host names the admin listener answers to besides IP addresses and localhost (the name you reach it by
+   * through a tunnel or a reverse proxy). Other Host headers get 421: a web page cannot rebind its own
+   * name to the admin port and read it from your browser.
+   */
+  allowedHosts: z.array(z.string().min(1).regex(/^[A-Za-z0-9.-]+$/, 'a host name, without port')).default([]),
 });
 
 const stateSchema = z.strictObject({

@@ -1,5 +1,6 @@
 // The admin listener and the `status` command against a running proxy.
 import { execFile } from 'node:child_process';
+import http from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -36,6 +37,22 @@ describe('admin HTTP', () => {
     expect((await fetch(`http://${admin}/readyz`)).status).toBe(200);
     expect((await fetch(`http://${admin}/nothing`)).status).toBe(404);
     expect((await fetch(`http://${admin}/status`, { method: 'POST' })).status).toBe(405);
+  });
+
+  it('answers IP literals and localhost, and 421 to any other Host (DNS rebinding)', async () => {
+    const port = proxy.proxy.adminAddress.port;
+    const statusFor = (host: string): Promise<number> => new Promise((resolve, reject) => {
+      const request = http.get({ host: '127.0.0.1', port, path: '/status', headers: { host }, timeout: 5_000 }, (response) => {
+        response.resume();
+        resolve(response.statusCode ?? 0);
+      });
+      request.on('error', reject);
+    });
+    expect(await statusFor(`127.0.0.1:${port}`)).toBe(200);
+    expect(await statusFor(`localhost:${port}`)).toBe(200);
+    expect(await statusFor(`[::1]:${port}`)).toBe(200);
+    expect(await statusFor(`evil.example:${port}`)).toBe(421);
+    expect(await statusFor('admin.example.org')).toBe(421);
   });
 
   it('shows pairs in /status and /metrics, and the sources of abnormal pairs', async () => {
