@@ -193,6 +193,7 @@ export const DASHBOARD_SCRIPT = String.raw`
       note.textContent = answer.enforced
         ? 'from /pushback: exported to the firewall' + (answer.stale ? ' (stale: the shared store cannot be read)' : '')
         : 'from /pushback: observe mode, what would be blocked (nothing is exported)';
+      if (answer.total > answer.entries.length) note.textContent += ' (first ' + answer.entries.length + ' of ' + answer.total + ')';
       table(container, ['prefix', 'action', 'detector', 'expires in', 'reasons'],
         answer.entries.map((entry) => [entry.prefix, entry.action, entry.detector,
           entry.ttlSeconds === null ? 'permanent' : entry.ttlSeconds + ' s', entry.reasons.join('; ')]),
@@ -351,7 +352,7 @@ export const DASHBOARD_SCRIPT = String.raw`
       getJson('status'),
       getJson(historyUrl()),
       getJson('sources?top=10'),
-      getJson('pushback'),
+      getJson('pushback?limit=100'),
     ]);
     const nowMs = Date.now();
     if (status.status === 'fulfilled' && status.value.httpStatus === 200) {

@@ -105,6 +105,9 @@ describe('firewall export', () => {
     expect(await metric(proxy, /^pushback_firewall_prefixes\{family="ipv4"\}/)).toBe(2);
     if (nftAvailable) expect(spawnSync('nft', ['-c', '-f', file], { encoding: 'utf8' }).stderr).toBe('');
     expect((await admin(proxy, '/pushback?format=xml')).status).toBe(400);
+    const first = (await (await admin(proxy, '/pushback?limit=1')).json()) as PushbackBody & { total: number };
+    expect([first.total, first.entries.map((row) => row.prefix)]).toEqual([3, ['127.44.0.9/32']]);
+    expect((await admin(proxy, '/pushback?limit=x')).status).toBe(400);
   });
 
   it('a verdict stored on one node reaches the other node’s export through Redis', async () => {

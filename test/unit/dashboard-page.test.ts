@@ -44,7 +44,7 @@ describe('dashboard page', () => {
     expect([...DASHBOARD_HTML.matchAll(/https?:\/\/[^'"\s)]+/g)].map((match) => match[0])).toEqual(['http://www.w3.org/2000/svg']);
     // Only the admin listener's own JSON, by relative path.
     expect([...DASHBOARD_SCRIPT.matchAll(/getJson\((?:'([^']*)'|(\w+\(\)))/g)].map((match) => match[1] ?? match[2])).toEqual([
-      'status', 'historyUrl()', 'sources?top=10', 'pushback',
+      'status', 'historyUrl()', 'sources?top=10', 'pushback?limit=100',
     ]);
   });
 });
