@@ -219,6 +219,8 @@ describe('notices to source networks', () => {
       const csvRow = csv.find((fields) => fields[0] === source)!;
       expect(csvRow.slice(4, 11)).toEqual([String(flows), String(packets), String(bytes), (bytes / packets).toFixed(1), '1', '3600', flows.toFixed(1)]);
     }
+    // The sink has the mail a moment before the proxy hears its 250 and logs the send.
+    await waitFor(() => logged(test, 'notice to a source network sent').length > 0, 5_000, () => 'the log line of the sent notice');
     expect(logged(test, 'notice to a source network sent')).toEqual([expect.objectContaining({ to: 'abuse@school.example', networks: ['127.20.0.0/16'] })]);
     expect(await metric(test.proxy, /^pushback_notices_total\{outcome="sent"\}/)).toBe(1);
 

@@ -180,7 +180,7 @@ describe('quarantine admin API: changes with the token', () => {
 
   it('answers 408 to a body that stops coming, without releasing anything', async () => {
     const socket = connect({ host: '127.0.0.1', port: Number(admin.split(':')[1]) });
-    socket.write(`POST /quarantine/release HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${TOKEN}\r\ncontent-length: 100\r\n\r\n{"all":`);
+    socket.write(`POST /quarantine/release HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${TOKEN}\r\ncontent-length: 100\r\n\r\n{"all":`);
     const [reply] = (await once(socket, 'data')) as [Buffer];
     socket.destroy();
     expect(reply.toString()).toMatch(/^HTTP\/1\.1 408 /);
