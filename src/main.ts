@@ -126,6 +126,8 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     sharedStore: () => health.counters(),
     quarantine: () => spool?.stats(),
   });
+  /** Screen stores still learning from ended sessions, awaited at stop. */
+  const screensLearning = new Set<Promise<void>>();
   const firewall = new FirewallExporter({ kv, policy: () => holder.current(), logger, metrics: metrics.firewall });
   const notices = new NetworkNotices({
     policy: () => holder.current(),
@@ -180,7 +182,10 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
         if (net.isIP(record.client) === 0) return;
         const nowMs = Date.now();
         detectors.sfds.observe(observationFromRecord(record, nowMs), nowMs);
-        screen.sessionEnded(record).catch((error: Error) => logger.error({ err: error, session: record.session }, 'screen failed to learn from a session'));
+        const learning = screen.sessionEnded(record)
+          .catch((error: Error) => logger.error({ err: error, session: record.session }, 'screen failed to learn from a session'))
+          .finally(() => screensLearning.delete(learning));
+        screensLearning.add(learning);
       },
     },
     admission: () => policy.state.whenUnavailable === 'closed' && health.degraded
@@ -261,6 +266,8 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     listening = false;
     holder.stop();
     await Promise.all([listener?.close(), admin.close()]);
+    // The last sessions' counters and verdicts reach the store before it closes (each write has its time-out).
+    await Promise.all(screensLearning);
     monitor.stop();
     await firewall.stop();
     await scheduler?.stop();
