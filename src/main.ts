@@ -206,10 +206,6 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     upstreamOptions: () => releaseUpstream,
   });
 
-  recorder.start();
-  await monitor.start();
-  await firewall.start();
-  await scheduler?.start();
   let listening = false;
   const admin = new AdminServer({
     status: () => {
@@ -248,20 +244,6 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
       },
     ],
   });
-  const smtpAddress = await listener.listen();
-  const adminAddress = await admin.listen(policy.admin.listen);
-  listening = true;
-  if (hooks.policySource) holder.watch();
-  logger.info(
-    {
-      listen: `${smtpAddress.address}:${smtpAddress.port}`,
-      admin: `${adminAddress.address}:${adminAddress.port}`,
-      upstream: `${policy.upstream.address.host}:${policy.upstream.address.port}`,
-      store: shared.kind,
-      mode: policy.mode,
-    },
-    'smtp-pushback listening',
-  );
   const stop = async (): Promise<void> => {
     listening = false;
     holder.stop();
@@ -276,6 +258,33 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     await spool?.close();
     await closeShared();
   };
+  let smtpAddress: AddressInfo;
+  let adminAddress: AddressInfo;
+  try {
+    recorder.start();
+    await monitor.start();
+    await firewall.start();
+    await scheduler?.start();
+    smtpAddress = await listener.listen();
+    adminAddress = await admin.listen(policy.admin.listen);
+  } catch (error) {
+    // A port taken, a store that fails its first read: what did start stops again (ports, timers, the
+    // spool lock), so the caller can retry or exit cleanly.
+    await stop().catch((stopError: Error) => logger.error({ err: stopError }, 'stopping after a failed start failed too'));
+    throw error;
+  }
+  listening = true;
+  if (hooks.policySource) holder.watch();
+  logger.info(
+    {
+      listen: `${smtpAddress.address}:${smtpAddress.port}`,
+      admin: `${adminAddress.address}:${adminAddress.port}`,
+      upstream: `${policy.upstream.address.host}:${policy.upstream.address.port}`,
+      store: shared.kind,
+      mode: policy.mode,
+    },
+    'smtp-pushback listening',
+  );
   const drain = new ShutdownDrain({ listener, stop, drainSeconds: policy.server.shutdownDrainSeconds, logger });
   return {
     smtpAddress,
