@@ -54,8 +54,6 @@ export interface FirewallExportDependencies {
 const SCAN_TIMEOUT_MS = 5_000;
 /** Expiries within this are the same element (the store's remaining life drifts by a few ms per read). */
 const SAME_EXPIRY_MS = 2_000;
-/** Earliest re-read after an element expires, so a narrower prefix hidden under it comes back promptly. */
-const MIN_REFRESH_MS = 250;
 /** Reads start at most this often, whatever triggers them. */
 const MIN_GAP_MS = 1_000;
 const STDERR_KEPT_BYTES = 4_096;
@@ -245,15 +243,19 @@ export class FirewallExporter {
     this.timer.unref();
   }
 
-  /** Next read: the refresh interval, or sooner when an exported element expires. */
+  /**
+   * Next read: the refresh interval, or sooner when an exported element expires (a narrower prefix
+   * hidden under it comes back then), but never sooner than MIN_GAP_MS after the last read started:
+   * a flood's verdicts expire a few ms apart, and each read is a scan of the whole store.
+   */
   private schedule(): void {
     if (this.stopped) return;
     const nowMs = this.now();
     let delayMs = this.deps.policy().pushback.firewall.refreshSeconds * 1000;
     for (const entry of this.exported ?? []) {
-      if (entry.expiresAtMs !== null) delayMs = Math.min(delayMs, Math.max(MIN_REFRESH_MS, entry.expiresAtMs - nowMs + 10));
+      if (entry.expiresAtMs !== null) delayMs = Math.min(delayMs, entry.expiresAtMs - nowMs + 10);
     }
-    this.scheduleIn(delayMs);
+    this.scheduleIn(Math.max(delayMs, this.gapLeftMs()));
   }
 
   /**

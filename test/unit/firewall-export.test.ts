@@ -58,6 +58,31 @@ describe('FirewallExporter', () => {
     rmSync(directory, { recursive: true });
   });
 
+  it('reads the store at most once a second, however many exported elements expire or verdicts arrive', async () => {
+    const kv = new MemoryKv();
+    let scans = 0;
+    const counting: SharedKv = Object.assign(Object.create(kv) as SharedKv, {
+      scan: (...args: Parameters<SharedKv['scan']>) => {
+        scans += 1;
+        return kv.scan(...args);
+      },
+    });
+    const exporter = new FirewallExporter({ kv: counting, policy: () => policyWith('pushback: { firewall: { refreshSeconds: 3600 } }'), logger: capturedLogger().logger });
+    // Twenty exported verdicts expiring 50 ms apart: each expiry asks for a read.
+    for (let index = 0; index < 20; index += 1) await kv.set(`v:192.0.2.${index + 1}`, reject(`192.0.2.${index + 1}`), 100 + index * 50, Date.now());
+    const startedMs = Date.now();
+    await exporter.start();
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    // Then twenty verdicts stored at once.
+    for (let index = 0; index < 20; index += 1) exporter.verdictStored('reject');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await exporter.stop();
+    const elapsedMs = Date.now() - startedMs;
+    // The first read, then at most one per second gone by (a 250 ms floor would read about 6 times here).
+    expect(scans).toBeGreaterThanOrEqual(2);
+    expect(scans).toBeLessThanOrEqual(1 + Math.ceil(elapsedMs / 1_000));
+  });
+
   it('keeps the last set, marked stale, while the store fails, and logs the outage once', async () => {
     const kv = new MemoryKv();
     let failing = false;
