@@ -3,7 +3,7 @@
 # Postfix (end-to-end tests and benchmarks: postfix, smtp-source, smtp-sink), swaks and Python's
 # smtplib (real clients), Redis (contract tests), softflowd with nfdump (the NetFlow pipeline of the
 # offline SFDS e2e test), nftables (the firewall script and the deployment checks), systemd
-# (systemd-analyze on the units) and Chromium (the dashboard's browser test); then makes sure a Redis
+# (systemd-analyze on the units), dnsmasq (reverse DNS tests) and Chromium (the dashboard's browser test); then makes sure a Redis
 # answers on 127.0.0.1:6379. Idempotent; run as root (CI is).
 set -euo pipefail
 
@@ -19,6 +19,8 @@ command -v nfcapd >/dev/null || missing+=(nfdump)
 # nft -c on the firewall script and the deployment files; loading in a network namespace; systemd-analyze verify.
 command -v nft >/dev/null || missing+=(nftables)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+# A real DNS server on a loopback port for the reverse DNS tests (dnsmasq-base starts no service).
+[ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing from Debian: ${missing[*]}"

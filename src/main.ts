@@ -11,6 +11,8 @@ import type { ServerStatus } from './detect/entropy.js';
 import { PrefixAggregator } from './detect/prefix.js';
 import { observationFromRecord, SfdsAggregator } from './detect/sfds.js';
 import { UpstreamPressure } from './detect/upstream-pressure.js';
+import { forwardConfirmedReverse, type ReverseDnsLookup } from './dns/fcrdns.js';
+import { NodeDnsResolver } from './dns/resolver.js';
 import { FirewallExporter } from './enforce/firewall-export.js';
 import { NetworkNotices } from './enforce/network-notices.js';
 import { TarpitSlots } from './enforce/tarpit-slots.js';
@@ -71,6 +73,9 @@ const REDIS_STARTUP_WAIT_MS = 2_000;
 export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: ProxyHooks = {}): Promise<RunningProxy> {
   const holder = new PolicyHolder(initialPolicy, hooks.policySource ?? '(fixed)', logger);
   const policy = initialPolicy;
+  // Every DNS lookup of the proxy goes through this one resolver (servers and time-out: policy.dns, fixed until restart).
+  const dns = new NodeDnsResolver(policy.dns);
+  const reverseDns: ReverseDnsLookup | undefined = policy.server.reverseDns ? (address) => forwardConfirmedReverse(dns, address) : undefined;
   const { shared, kv, health, closeShared } = await openSharedState(policy, logger);
   const recorder = new PairRecorder({
     shared,

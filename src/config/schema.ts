@@ -47,7 +47,10 @@ const serverSchema = z.strictObject({
    * at once anyway is counted as misbehaving. Costs legitimate senders a round trip per command.
    */
   hidePipelining: z.boolean().default(false),
-  /** Reverse DNS of clients (for XCLIENT NAME and logs); off, as a lookup per connection is an amplifier. */
+  /**
+   * Forward-confirmed reverse DNS of clients (XCLIENT NAME only when confirmed, REVERSE_NAME the PTR name),
+   * through the dns resolver; off, as lookups per connection are an amplifier.
+   */
   reverseDns: z.boolean().default(false),
   /**
    * SIGTERM drain: new connections and transactions get 421 at once, open sessions have this long
@@ -191,6 +194,27 @@ const quarantineSchema = z.strictObject({
     /** Send a DSN to the sender when Postfix rejects released mail (5xx). Off: bouncing suspect mail is backscatter. */
     bounceRejected: z.boolean().default(false),
   }).prefault({}),
+});
+
+/** A DNS server: an address, or address:port ([IPv6]:port); port 53 when none is given. */
+const dnsServer = z.string().transform((text, ctx) => {
+  const trimmed = text.trim();
+  if (net.isIP(trimmed) !== 0) return { host: trimmed, port: 53 };
+  try {
+    const server = parseHostPort(trimmed);
+    if (net.isIP(server.host) !== 0 && server.port > 0) return server;
+  } catch {
+    // Reported below, in the words of this key.
+  }
+  ctx.addIssue({ code: 'custom', message: `expected an IP address or address:port ([IPv6]:port), got "${text}"` });
+  return z.NEVER;
+});
+
+const dnsSchema = z.strictObject({
+  /** The servers every lookup of the proxy asks (reverse DNS of clients); empty: the system's (/etc/resolv.conf). */
+  servers: z.array(dnsServer).default([]),
+  /** A query unanswered this long (its retry included) has failed; reverse DNS takes at most two in a row. */
+  timeoutMs: positiveInt.max(30_000).default(1_000),
 });
 
 const logSchema = z.strictObject({
@@ -418,6 +442,7 @@ export const policySchema = z.strictObject({
   quarantine: quarantineSchema.prefault({}),
   log: logSchema.prefault({}),
   notices: noticesSchema.prefault({}),
+  dns: dnsSchema.prefault({}),
 });
 
 export type Policy = z.output<typeof policySchema>;

@@ -7,6 +7,8 @@ export type UpstreamStep = 'greeting' | 'ehlo' | 'xclient' | 'mail' | 'rcpt' | '
 
 export interface FakeUpstreamOptions {
   xclient?: boolean;
+  /** The attributes its EHLO offers after XCLIENT; Postfix 3.7 offers REVERSE_NAME and more. */
+  xclientAttributes?: string;
   /** Recipient address -> full reply line, e.g. "550 5.1.1 <x@y>: Recipient address rejected". */
   recipientReplies?: Record<string, string>;
   mailReply?: string;
@@ -104,7 +106,7 @@ export class FakeUpstream {
       if (verb === 'EHLO' || verb === 'HELO') {
         helo = line.slice(5);
         const features = ['250-fake.upstream', '250-PIPELINING', '250-SIZE 52428800', '250-8BITMIME', '250-DSN', '250-SMTPUTF8'];
-        if (this.options.xclient !== false && xclient === undefined) features.push('250-XCLIENT NAME ADDR PORT PROTO HELO LOGIN');
+        if (this.options.xclient !== false && xclient === undefined) features.push(`250-XCLIENT ${this.options.xclientAttributes ?? 'NAME ADDR PORT PROTO HELO LOGIN'}`);
         features.push('250 ENHANCEDSTATUSCODES');
         answer('ehlo', features.join('\r\n'));
       } else if (verb === 'XCLI') {

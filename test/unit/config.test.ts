@@ -96,6 +96,22 @@ describe('policy', () => {
     }
   });
 
+  it('takes dns.servers as address or address:port, and refuses host names and bad ports at their line', () => {
+    const good = parsePolicyText('dns:\n  servers: ["127.0.0.1:5353", "::1", "[2001:db8::53]:53", 192.0.2.53]\n  timeoutMs: 500\n', 'p.yaml', {});
+    expect(good.ok ? good.policy.dns : good.problems).toEqual({
+      servers: [{ host: '127.0.0.1', port: 5353 }, { host: '::1', port: 53 }, { host: '2001:db8::53', port: 53 }, { host: '192.0.2.53', port: 53 }],
+      timeoutMs: 500,
+    });
+    const defaults = defaultPolicy({});
+    expect(defaults.ok ? defaults.policy.dns : undefined).toEqual({ servers: [], timeoutMs: 1_000 });
+    const bad = parsePolicyText('dns:\n  servers:\n    - resolver.example:53\n    - 127.0.0.1:0\n  timeoutMs: 0\n', 'p.yaml', {});
+    expect(bad.ok ? [] : bad.problems.map(formatProblem)).toEqual([
+      expect.stringMatching(/^p\.yaml:3:\d+: dns\.servers\.0: expected an IP address or address:port/),
+      expect.stringMatching(/^p\.yaml:4:\d+: dns\.servers\.1: expected an IP address or address:port/),
+      expect.stringMatching(/^p\.yaml:5:\d+: dns\.timeoutMs: /),
+    ]);
+  });
+
   it('reports an unreadable file', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'pushback-config-'));
     writeFileSync(join(dir, 'empty.yaml'), '');

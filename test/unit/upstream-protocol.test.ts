@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { DotStuffer } from '../../src/upstream/dot-stuffer.js';
 import { ReplyParser, ReplyProtocolError, parseCapabilities, replyText } from '../../src/upstream/reply.js';
-import { xclientCommand, xtext } from '../../src/upstream/xclient.js';
+import { clientNameFields, xclientCommand, xtext } from '../../src/upstream/xclient.js';
 
 describe('ReplyParser', () => {
   it('parses single and multi-line replies split across chunks', () => {
@@ -74,5 +74,25 @@ describe('XCLIENT', () => {
     expect(xclientCommand({ ...client, address: '192.0.2.1', hostname: 'host.example' }, 'ADDR NAME')).toBe(
       'XCLIENT ADDR=192.0.2.1 NAME=host.example',
     );
+  });
+
+  const postfix37 = 'NAME ADDR PORT PROTO HELO REVERSE_NAME IDENT LOGIN DESTADDR DESTPORT';
+  const base = { address: '192.0.2.9', port: 25000 };
+
+  it('sends NAME only for a confirmed name, the PTR name as REVERSE_NAME where Postfix offers it', () => {
+    const spoofed = clientNameFields({ status: 'unconfirmed', reverseName: 'trusted.partner.example' });
+    expect(spoofed).toEqual({ reverseName: 'trusted.partner.example' });
+    expect(xclientCommand({ ...base, ...spoofed }, postfix37)).toBe('XCLIENT ADDR=192.0.2.9 PORT=25000 NAME=[UNAVAILABLE] REVERSE_NAME=trusted.partner.example');
+    // A Postfix without REVERSE_NAME (before 2.9) hears no name at all.
+    expect(xclientCommand({ ...base, ...spoofed }, 'NAME ADDR')).toBe('XCLIENT ADDR=192.0.2.9 NAME=[UNAVAILABLE]');
+    const confirmed = clientNameFields({ status: 'confirmed', confirmedName: 'mx.partner.example', reverseName: 'mx.partner.example' });
+    expect(xclientCommand({ ...base, ...confirmed }, postfix37)).toBe('XCLIENT ADDR=192.0.2.9 PORT=25000 NAME=mx.partner.example REVERSE_NAME=mx.partner.example');
+  });
+
+  it('says [TEMPUNAVAIL] after a failure for now, [UNAVAILABLE] after none or with reverse DNS off', () => {
+    expect(xclientCommand({ ...base, ...clientNameFields({ status: 'timeout' }) }, postfix37)).toBe('XCLIENT ADDR=192.0.2.9 PORT=25000 NAME=[TEMPUNAVAIL] REVERSE_NAME=[TEMPUNAVAIL]');
+    expect(xclientCommand({ ...base, ...clientNameFields({ status: 'error', reverseName: 'mx.slow.example' }) }, postfix37)).toBe('XCLIENT ADDR=192.0.2.9 PORT=25000 NAME=[TEMPUNAVAIL] REVERSE_NAME=mx.slow.example');
+    expect(xclientCommand({ ...base, ...clientNameFields({ status: 'none' }) }, postfix37)).toBe('XCLIENT ADDR=192.0.2.9 PORT=25000 NAME=[UNAVAILABLE] REVERSE_NAME=[UNAVAILABLE]');
+    expect(xclientCommand({ ...base, ...clientNameFields(undefined) }, postfix37)).toBe('XCLIENT ADDR=192.0.2.9 PORT=25000 NAME=[UNAVAILABLE] REVERSE_NAME=[UNAVAILABLE]');
   });
 });
