@@ -1,12 +1,13 @@
 // The deployment files through the real tools: systemd-analyze verifies the units and rates their
 // exposure, nft checks the nftables example and loads it with the proxy's export in both orders in a
-// private network namespace, the loader refuses exports that reach beyond the sets, postconf reads
+// private network namespace, the loader refuses exports that reach beyond the sets (a corpus of hostile
+// files under a UTF-8 and the C locale) and hands nft only a script of its own, postconf reads
 // the Postfix snippets and the container's configuration, and the image's health check asks a
 // running proxy. CI installs systemd, nftables and Postfix (.ci/install-deps.sh): there a missing
 // tool fails; elsewhere it skips with the reason. nft needs CAP_NET_ADMIN and a namespace needs
 // CAP_SYS_ADMIN: without them those checks skip, saying so.
 import { execFile, spawnSync, type SpawnSyncReturns } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -84,26 +85,86 @@ describe.skipIf(!systemdAnalyze)('systemd units', () => {
   });
 });
 
-describe('the firewall loader', () => {
-  /** Runs the loader with a stand-in for nft that records what it was asked to load. */
-  function load(content: string | ((dir: string) => string)): { status: number | null; stderr: string; loaded?: string } {
-    const dir = scratch();
-    let file = join(dir, 'pushback.nft');
-    if (typeof content === 'function') file = content(dir);
-    else writeFileSync(file, content);
-    const fakeNft = join(dir, 'nft');
-    writeFileSync(fakeNft, `#!/bin/sh\n[ "$1" = "-f" ] && cat "$2" > "${dir}/loaded"\n`);
-    chmodSync(fakeNft, 0o755);
-    const result = run(LOADER, [file], { NFT: fakeNft });
-    const loadedFile = join(dir, 'loaded');
-    return { status: result.status, stderr: result.stderr, ...(existsSync(loadedFile) ? { loaded: readFileSync(loadedFile, 'utf8') } : {}) };
-  }
+/**
+ * The script the loader writes for nft from the elements it read: the declarations of
+ * deploy/nftables/smtp-pushback.nft, both sets flushed, then the elements. Never the proxy's own text.
+ */
+function loaderScript(v4: readonly string[], v6: readonly string[]): string {
+  const declarations = [
+    'table inet smtp_pushback {',
+    '\tset blocked_v4 {', '\t\ttype ipv4_addr', '\t\tflags interval, timeout', '\t}',
+    '\tset blocked_v6 {', '\t\ttype ipv6_addr', '\t\tflags interval, timeout', '\t}',
+    '}',
+    'flush set inet smtp_pushback blocked_v4',
+    'flush set inet smtp_pushback blocked_v6',
+  ];
+  const adds = ([['blocked_v4', v4], ['blocked_v6', v6]] as const)
+    .filter(([, elements]) => elements.length > 0)
+    .map(([set, elements]) => `add element inet smtp_pushback ${set} { ${elements.join(', ')} }`);
+  return `${[...declarations, ...adds].join('\n')}\n`;
+}
 
-  it('hands the proxy’s export to nft as it is', () => {
-    const result = load(EXPORT);
+const EXPORT_LOADED = loaderScript(['192.0.2.0/24 timeout 600s', '198.51.100.7 timeout 300s'], ['2001:db8:7::/48 timeout 600s']);
+
+/** The environment without any locale of the caller's, plus the one under test. */
+function withLocale(locale: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => name !== 'LANG' && name !== 'LANGUAGE' && !name.startsWith('LC_')));
+  return { ...env, ...locale };
+}
+
+interface LoaderRun {
+  status: number | null;
+  stderr: string;
+  /** Every call of nft, its arguments and the script it was given. */
+  calls: Array<{ args: string; script: string }>;
+}
+
+/** Runs the loader with a stand-in for nft that records each call and the script it was handed. */
+function runLoader(content: string | Buffer | ((dir: string) => string), env: NodeJS.ProcessEnv = process.env): LoaderRun {
+  const dir = scratch();
+  let file = join(dir, 'pushback.nft');
+  if (typeof content === 'function') file = content(dir);
+  else writeFileSync(file, content);
+  const fakeNft = join(dir, 'nft');
+  writeFileSync(fakeNft, `#!/bin/sh\nn=$(ls "${dir}" | grep -c '[.]args$')\necho "$*" > "${dir}/call-$n.args"\nfor script; do :; done\ncat "$script" > "${dir}/call-$n.script"\n`);
+  chmodSync(fakeNft, 0o755);
+  const result = spawnSync(LOADER, [file], { timeout: 30_000, env: { ...env, NFT: fakeNft } });
+  const calls = readdirSync(dir).filter((name) => name.endsWith('.args')).sort().map((name) => {
+    const stem = join(dir, name.slice(0, -'.args'.length));
+    return { args: readFileSync(`${stem}.args`, 'utf8').trim().replaceAll(dir, '<dir>'), script: readFileSync(`${stem}.script`, 'utf8') };
+  });
+  return { status: result.status, stderr: result.stderr.toString('latin1'), calls };
+}
+
+describe('the firewall loader', () => {
+  it('hands nft a script of its own with the export’s elements, checked with nft -c first', () => {
+    const result = runLoader(EXPORT);
     expect(result.stderr).toBe('');
     expect(result.status).toBe(0);
-    expect(result.loaded).toBe(EXPORT);
+    expect(result.calls.map((call) => call.args.replace(/ \S+$/, ' <script>'))).toEqual(['-c -f <script>', '-f <script>']);
+    expect(result.calls.map((call) => call.script)).toEqual([EXPORT_LOADED, EXPORT_LOADED]);
+    // Not the proxy's file: none of its comments, or anything else it says, reaches nft.
+    expect(result.calls[1]!.args).not.toContain('pushback.nft');
+  });
+
+  it('loads an export without elements as two empty sets', () => {
+    const empty = renderNftables([], { table: 'smtp_pushback', setV4: 'blocked_v4', setV6: 'blocked_v6' }, EXPORT_NOW_MS);
+    const result = runLoader(empty);
+    expect(result.status).toBe(0);
+    expect(result.calls.at(-1)?.script).toBe(loaderScript([], []));
+  });
+
+  it('loads nothing when nft -c refuses the script built from the file', () => {
+    // Overlapping intervals pass the patterns; nft is the one that knows they conflict.
+    const dir = scratch();
+    const fakeNft = join(dir, 'nft');
+    writeFileSync(fakeNft, `#!/bin/sh\n[ "$1" = "-c" ] && exit 1\ntouch "${dir}/loaded"\n`);
+    chmodSync(fakeNft, 0o755);
+    writeFileSync(join(dir, 'pushback.nft'), EXPORT);
+    const result = run(LOADER, [join(dir, 'pushback.nft')], { NFT: fakeNft });
+    expect(result.status).toBe(1);
+    expect(existsSync(join(dir, 'loaded'))).toBe(false);
+    expect(result.stderr).toMatch(/has elements nft -c refused; nothing loaded/);
   });
 
   it.each([
@@ -119,10 +180,13 @@ describe('the firewall loader', () => {
     ['a chain', 'table inet smtp_pushback {\n chain sneak { type filter hook input priority 0; policy accept; }\n}\n', 'sneak'],
     ['a variable', 'define everyone = 0.0.0.0/0\nadd element inet smtp_pushback blocked_v4 { $everyone }\n', 'everyone'],
     ['a comment string', 'add element inet smtp_pushback blocked_v4 { 192.0.2.1 comment "x" }\n', 'comment'],
+    ['an IPv6 address in the IPv4 set', 'add element inet smtp_pushback blocked_v4 { 2001:db8::1 }\n', '2001'],
+    ['a range', 'add element inet smtp_pushback blocked_v4 { 0.0.0.0-255.255.255.255 }\n', '255'],
+    ['an octet above 255', 'add element inet smtp_pushback blocked_v4 { 192.0.2.256 }\n', '256'],
   ])('refuses an export with %s and loads nothing', (_what, content, word) => {
-    const result = load(`${EXPORT}${content}`);
+    const result = runLoader(`${EXPORT}${content}`);
     expect(result.status).toBe(1);
-    expect(result.loaded).toBeUndefined();
+    expect(result.calls).toEqual([]);
     expect(result.stderr).toMatch(/outside the sets of table inet smtp_pushback; nothing loaded/);
     // The untrusted words are not repeated in the log.
     expect(result.stderr).not.toContain(word);
@@ -137,24 +201,88 @@ describe('the firewall loader', () => {
     writeFileSync(join(dir, 'newer.nft'), newer);
     // The first load sees the proxy's next version renamed into place; every load is recorded.
     const fakeNft = join(dir, 'nft');
-    writeFileSync(fakeNft, `#!/bin/sh\ncat "$2" >> "${dir}/loaded"\n[ -e "${dir}/newer.nft" ] && mv "${dir}/newer.nft" "${file}"\nexit 0\n`);
+    writeFileSync(fakeNft, `#!/bin/sh\n[ "$1" = "-c" ] && exit 0\ncat "$2" >> "${dir}/loaded"\n[ -e "${dir}/newer.nft" ] && mv "${dir}/newer.nft" "${file}"\nexit 0\n`);
     chmodSync(fakeNft, 0o755);
     const result = run(LOADER, [file], { NFT: fakeNft });
     expect(result.stderr).toBe('');
     expect(result.status).toBe(0);
-    expect(readFileSync(join(dir, 'loaded'), 'utf8')).toBe(`${EXPORT}${newer}`);
+    const newerLoaded = loaderScript(['192.0.2.0/24 timeout 600s', '198.51.100.9 timeout 300s'], ['2001:db8:7::/48 timeout 600s']);
+    expect(readFileSync(join(dir, 'loaded'), 'utf8')).toBe(`${EXPORT_LOADED}${newerLoaded}`);
   });
 
   it('refuses a symlink, so the proxy cannot make it read another file', () => {
-    const result = load((dir) => {
+    const result = runLoader((dir) => {
       const real = join(dir, 'real.nft');
       writeFileSync(real, EXPORT);
       symlinkSync(real, join(dir, 'pushback.nft'));
       return join(dir, 'pushback.nft');
     });
     expect(result.status).toBe(1);
-    expect(result.loaded).toBeUndefined();
+    expect(result.calls).toEqual([]);
     expect(result.stderr).toMatch(/not a regular file/);
+  });
+});
+
+/** Bytes as written: latin1 keeps \xff a single byte 0xff. */
+function bytes(text: string): Buffer {
+  return Buffer.from(text, 'latin1');
+}
+
+const BOM = '\xef\xbb\xbf';
+const LOCALES = [['LANG=C.UTF-8', { LANG: 'C.UTF-8' }], ['LC_ALL=C', { LC_ALL: 'C' }]] as const;
+/** More elements on one line than the proxy ever writes (500), each legitimate: the line is too long. */
+const OVERLONG_LINE = `add element inet smtp_pushback blocked_v4 { ${Array.from({ length: 4000 }, (_, index) => `10.${index >> 8}.${index & 255}.0/24 timeout 600s`).join(', ')} }\n`;
+
+/** Files that must be refused whole: nft is never called. */
+const REFUSED: ReadonlyArray<readonly [string, Buffer]> = [
+  ['the issue’s comment with \\xff and NUL, then flush ruleset', bytes(`${EXPORT}# \xff\x00\nflush ruleset\n`)],
+  ['a NUL alone in a comment', bytes(`${EXPORT}# \x00\n`)],
+  ['\\xff alone in a comment', bytes(`${EXPORT}# \xff\n`)],
+  ['CRLF line ends', bytes(EXPORT.replaceAll('\n', '\r\n'))],
+  ['a CR inside a statement line', bytes(`${EXPORT}flush set inet smtp_pushback blocked_v4\rflush ruleset\n`)],
+  ['a CR inside a comment', bytes(`${EXPORT}# harmless\rflush ruleset\n`)],
+  ['a VT between two statements', bytes(`${EXPORT}flush set inet smtp_pushback blocked_v4\vflush ruleset\n`)],
+  ['a VT inside a comment', bytes(`${EXPORT}# x\vflush ruleset\n`)],
+  ['a form feed', bytes(`${EXPORT}\f\n`)],
+  ['DEL', bytes(`${EXPORT}# \x7f\n`)],
+  ['a backslash continuing an element line', bytes(`${EXPORT}add element inet smtp_pushback blocked_v4 { 192.0.2.9, \\\n0.0.0.0/0 }\n`)],
+  ['a backslash at the end of a statement', bytes(`${EXPORT}flush set inet smtp_pushback blocked_v4 \\\nflush ruleset\n`)],
+  ['an include', bytes(`${EXPORT}include "/etc/nftables.conf"\n`)],
+  ['another table', bytes(`${EXPORT}table ip filter {\n\tchain input { type filter hook input priority 0; policy drop; }\n}\n`)],
+  ['elements for a set of another table', bytes(`${EXPORT}add element ip filter blocked_v4 { 192.0.2.9 }\n`)],
+  ['flush ruleset after a statement, on its line', bytes(`${EXPORT}flush set inet smtp_pushback blocked_v4 # x\nflush ruleset\n`)],
+  ['a UTF-8 BOM', bytes(`${BOM}${EXPORT}`)],
+  ['a UTF-8 BOM in a comment', bytes(`${EXPORT}# ${BOM}\n`)],
+  ['U+202E in a comment, as UTF-8', Buffer.from(`${EXPORT}# \u202e\n`, 'utf8')],
+  ['an overlong line of legitimate elements', bytes(`${EXPORT}${OVERLONG_LINE}`)],
+  ['an overlong comment', bytes(`${EXPORT}# ${'a'.repeat(70_000)}\nflush ruleset\n`)],
+];
+
+/** Files whose hostile text sits in comments: loaded, but what nft gets is the loader's script of the export alone. */
+const COMMENTED: ReadonlyArray<readonly [string, string]> = [
+  ['flush ruleset', '# flush ruleset\n'],
+  ['an include', '# include "/etc/nftables.conf"\n'],
+  ['another table', '# table ip filter { chain input { type filter hook input priority 0; policy drop; } }\n'],
+  ['a backslash before a statement', '# \\\n'],
+  ['a statement after a semicolon', '#; flush ruleset\n'],
+];
+
+describe.each(LOCALES)('the firewall loader on hostile files, %s', (_locale, locale) => {
+  const env = withLocale(locale);
+
+  it.each(REFUSED)('refuses %s, and nft is never called', (_what, content) => {
+    const result = runLoader(content, env);
+    expect(result.status).toBe(1);
+    expect(result.calls).toEqual([]);
+    expect(result.stderr).toMatch(/; nothing loaded\n$/);
+    expect(result.stderr).not.toMatch(/[^\t\n\x20-\x7e]|ruleset/);
+  });
+
+  it.each(COMMENTED)('loads the elements of an export with %s in a comment, and only them', (_what, comment) => {
+    const result = runLoader(`${EXPORT}${comment}`, env);
+    expect(result.stderr).toBe('');
+    expect(result.status).toBe(0);
+    expect(result.calls.map((call) => call.script)).toEqual([EXPORT_LOADED, EXPORT_LOADED]);
   });
 });
 
@@ -201,6 +329,33 @@ describe.skipIf(!nft)('nftables example', () => {
     // Loaded twice, the example still has its two rules once each.
     expect(listing.match(/saddr @blocked_v4 tcp dport 25 /g)).toHaveLength(1);
     expect(listing.match(/saddr @blocked_v6 tcp dport 25 /g)).toHaveLength(1);
+  });
+
+  it.for(LOCALES)('leaves the ruleset as it was when the file hides flush ruleset behind \\xff and NUL, %s', ([, locale], context) => {
+    if (withoutPrivilege) return context.skip(withoutPrivilege);
+    const unshare = findTool('unshare');
+    if (!unshare) return context.skip('unshare (util-linux) is missing');
+    const dir = scratch();
+    writeFileSync(join(dir, 'pushback.nft'), EXPORT);
+    writeFileSync(join(dir, 'hostile.nft'), bytes(`${EXPORT}# \xff\x00\nflush ruleset\n`));
+    // The host's ruleset stands in as the example and a table of its own; the loader then meets the
+    // proxy's export and the hostile file, in the locale under test.
+    const script = [
+      `"$NFT" -f "${NFT_EXAMPLE}"`,
+      '"$NFT" add table ip host_filter',
+      `"${LOADER}" "${dir}/pushback.nft"`,
+      `if "${LOADER}" "${dir}/hostile.nft"; then echo accepted; exit 1; fi`,
+      '"$NFT" list ruleset',
+    ].join('\n');
+    const result = spawnSync(unshare, ['--net', 'sh', '-c', `set -e\n${script}\n`], { encoding: 'utf8', timeout: 30_000, env: { ...withLocale(locale), NFT: nft! } });
+    if (result.status !== 0 && /unshare failed: Operation not permitted/.test(result.stderr)) {
+      return context.skip(`a network namespace needs CAP_SYS_ADMIN: ${result.stderr.trim()}`);
+    }
+    expect(result.status, result.stdout + result.stderr).toBe(0);
+    expect(result.stderr).toMatch(/hostile\.nft has 2 byte\(s\) other than tab, newline and printable ASCII; nothing loaded/);
+    expect(result.stdout).toMatch(/^table ip host_filter \{/m);
+    expect(result.stdout.match(/saddr @blocked_v4 tcp dport 25 /g)).toHaveLength(1);
+    expect(result.stdout).toMatch(/elements = \{ 192\.0\.2\.0\/24 timeout 10m expires \S+, 198\.51\.100\.7 timeout 5m expires \S+ \}/);
   });
 });
 
