@@ -8,6 +8,7 @@ import { fetchStatus, formatStatus } from './status-command.js';
 import { registerQuarantineCommands } from './quarantine-command.js';
 import { registerSfdsCommand } from './sfds-command.js';
 import { fetchTopSources, formatTopSources } from './top-command.js';
+import { terminalSafe } from './terminal-safe.js';
 import { createLogger } from '../log.js';
 import { startProxy } from '../main.js';
 
@@ -79,7 +80,7 @@ program
       const report = await fetchStatus(admin);
       process.stdout.write(options.json ? `${JSON.stringify(report, null, 2)}\n` : formatStatus(report));
     } catch (error) {
-      process.stderr.write(`cannot read status from ${admin}: ${(error as Error).message}\n`);
+      process.stderr.write(terminalSafe(`cannot read status from ${admin}: ${(error as Error).message}\n`));
       process.exitCode = 1;
     }
   });
@@ -99,7 +100,7 @@ program
       const rows = await fetchTopSources(admin, Math.max(1, Math.round(options.n)), options.set);
       process.stdout.write(options.json ? `${JSON.stringify(rows, null, 2)}\n` : formatTopSources(rows));
     } catch (error) {
-      process.stderr.write(`cannot read sources from ${admin}: ${(error as Error).message}\n`);
+      process.stderr.write(terminalSafe(`cannot read sources from ${admin}: ${(error as Error).message}\n`));
       process.exitCode = 1;
     }
   });

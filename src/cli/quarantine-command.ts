@@ -1,10 +1,12 @@
 // `smtp-pushback quarantine list|show|release|delete|stats`: the operator's view of a running proxy's quarantine.
 // The spool belongs to the proxy (one process per spool directory), so every command goes through the admin API
 // (src/admin/quarantine-routes.ts); changes carry the admin token. Tables for people, --json for scripts; any
-// failure prints one clear line and sets a non-zero exit code.
+// failure prints one clear line and sets a non-zero exit code. What the tables and lines show comes from senders
+// (headers, addresses, HELO) and passes through terminalSafe; --json is JSON, whose escaping is the reader's.
 import { Command, InvalidArgumentError } from 'commander';
 import type { EntryMeta } from '../quarantine/spool-entry.js';
 import type { SpoolStats } from '../quarantine/spool.js';
+import { terminalSafe } from './terminal-safe.js';
 
 export type AdminAddressLookup = (opts: { admin?: string; config?: string }) => Promise<string | undefined>;
 
@@ -62,7 +64,7 @@ export function registerQuarantineCommands(program: Command, adminAddress: Admin
       try {
         await work(client, options, ...(args.slice(0, -2) as A));
       } catch (error) {
-        io.err(`smtp-pushback quarantine: ${(error as Error).message}\n`);
+        io.err(terminalSafe(`smtp-pushback quarantine: ${(error as Error).message}\n`));
         io.fail(1);
       }
     };
@@ -107,8 +109,8 @@ export function registerQuarantineCommands(program: Command, adminAddress: Admin
       if ((ids.length > 0) === (options.olderThan !== undefined)) throw new CommandError('name entry ids or --older-than AGE (one of them)');
       if (options.olderThan !== undefined) {
         const answer = await client.call<{ removed: string[]; skipped: string[] }>('DELETE', `/quarantine?olderThan=${encodeURIComponent(options.olderThan)}`);
-        io.out(options.json ? toJson(answer) : `removed ${answer.removed.length} entries older than ${options.olderThan}`
-          + (answer.skipped.length > 0 ? `; ${answer.skipped.length} being released were left alone` : '') + '\n');
+        io.out(options.json ? toJson(answer) : terminalSafe(`removed ${answer.removed.length} entries older than ${options.olderThan}`
+          + (answer.skipped.length > 0 ? `; ${answer.skipped.length} being released were left alone` : '') + '\n'));
         return;
       }
       const removed: string[] = [];
@@ -123,7 +125,7 @@ export function registerQuarantineCommands(program: Command, adminAddress: Admin
           failed.push({ id, error: (error as Error).message });
         }
       }
-      io.out(options.json ? toJson({ removed, failed }) : [...removed.map((id) => `removed  ${id}`), ...failed.map((entry) => `FAILED   ${entry.id}: ${entry.error}`)].join('\n') + '\n');
+      io.out(options.json ? toJson({ removed, failed }) : terminalSafe([...removed.map((id) => `removed  ${id}`), ...failed.map((entry) => `FAILED   ${entry.id}: ${entry.error}`)].join('\n') + '\n'));
       if (failed.length > 0) io.fail(1);
     }));
 
@@ -208,8 +210,9 @@ export function formatBytes(bytes: number): string {
   return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
 }
 
-/** Columns padded to their widest cell; the listed columns are numbers and align right. */
-function table(header: string[], rows: string[][], rightAligned: ReadonlySet<number>): string {
+/** Columns padded to their widest cell, as shown (escaped); the listed columns are numbers and align right. */
+function table(header: string[], rawRows: string[][], rightAligned: ReadonlySet<number>): string {
+  const rows = rawRows.map((cells) => cells.map(terminalSafe));
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((cells) => (cells[column] ?? '').length)));
   const line = (cells: string[]): string => cells
     .map((cell, column) => (rightAligned.has(column) ? cell.padStart(widths[column] as number) : cell.padEnd(widths[column] as number)))
@@ -242,7 +245,7 @@ export function formatEntry(entry: EntryMeta, headers: string, headersTruncated:
   if (entry.lastError) lines.push(`error     ${entry.lastError}`);
   lines.push('', headers.replace(/\r\n/g, '\n').trimEnd());
   if (headersTruncated) lines.push('[headers cut short]');
-  return `${lines.join('\n')}\n`;
+  return terminalSafe(`${lines.join('\n')}\n`);
 }
 
 export function formatReleaseResults(results: readonly ReleaseResult[]): string {
@@ -257,5 +260,5 @@ export function formatReleaseResults(results: readonly ReleaseResult[]): string 
 
 export function formatStats(stats: SpoolStats): string {
   const states = Object.entries(stats.byState).map(([state, count]) => `${state} ${count}`).join(', ');
-  return `entries  ${stats.entries} (${states})\nbytes    ${stats.bytes} (${formatBytes(stats.bytes)})\n`;
+  return terminalSafe(`entries  ${stats.entries} (${states})\nbytes    ${stats.bytes} (${formatBytes(stats.bytes)})\n`);
 }

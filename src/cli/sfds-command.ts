@@ -1,7 +1,8 @@
 // `smtp-pushback sfds FILE…`: seed 001's detection offline, on the input the paper used, router NetFlow.
 // Reads nfdump CSV (or nfcapd files through nfdump) in the order given, keeps SMTP flows (TCP to the policy's
 // pushback.sfds.smtpPorts, or --port), replays them through the live detector's aggregator and thresholds,
-// and prints the top-N table and the flooding sources. Malformed lines go to stderr as FILE:LINE: reason.
+// and prints the top-N table and the flooding sources. Malformed lines go to stderr as FILE:LINE: reason
+// (a reason quotes the line's fields, so stderr's lines pass through terminalSafe).
 // Exit codes: 0 every input read; 1 the policy or an option is unusable (nothing read); 2 an input could not
 // be read to its end (the report still covers everything that was read).
 import { InvalidArgumentError, Option, type Command } from 'commander';
@@ -10,6 +11,7 @@ import { NetflowCsvReader } from '../offline/netflow-csv.js';
 import { InputError, inputKind, inputLines, inputName } from '../offline/netflow-input.js';
 import { SfdsReplay } from '../offline/sfds-replay.js';
 import { formatSfdsReport, sfdsReportJson, type InputSummary } from './sfds-report.js';
+import { terminalSafe } from './terminal-safe.js';
 
 export const SFDS_EXIT = { ok: 0, unusable: 1, unreadableInput: 2 } as const;
 
@@ -52,7 +54,8 @@ export function registerSfdsCommand(program: Command): void {
     });
 }
 
-export async function runSfdsCommand(files: readonly string[], options: SfdsCommandOptions, output: Output): Promise<number> {
+export async function runSfdsCommand(files: readonly string[], options: SfdsCommandOptions, rawOutput: Output): Promise<number> {
+  const output: Output = { stdout: rawOutput.stdout, stderr: (text) => rawOutput.stderr(terminalSafe(text)) };
   const policy = options.config ? await loadPolicyFile(options.config) : defaultPolicy();
   if (!policy.ok) {
     for (const problem of policy.problems) output.stderr(`${formatProblem(problem)}\n`);
@@ -70,7 +73,7 @@ export async function runSfdsCommand(files: readonly string[], options: SfdsComm
   for (const file of files) inputs.push(await readInput(file, replay, smtpPorts, options.idleTimeout * 1_000, output));
 
   const context = { inputs, smtpPorts, sets, maxSources, replay: replay.report(options.top, options.set) };
-  output.stdout(options.json ? `${JSON.stringify(sfdsReportJson(context), null, 2)}\n` : formatSfdsReport(context));
+  output.stdout(options.json ? `${JSON.stringify(sfdsReportJson(context), null, 2)}\n` : terminalSafe(formatSfdsReport(context)));
   return inputs.some((input) => input.error !== undefined) ? SFDS_EXIT.unreadableInput : SFDS_EXIT.ok;
 }
 

@@ -1,6 +1,8 @@
 // `smtp-pushback status`: asks a running proxy's admin listener for /status and prints it for a person
-// (or as the same JSON with --json). The formatter is pure so it is tested without a proxy.
+// (or as the same JSON with --json). The formatter is pure so it is tested without a proxy; its text passes
+// through terminalSafe, as the sources' names are the network's.
 import type { StatusSnapshot } from '../state/status-monitor.js';
+import { terminalSafe } from './terminal-safe.js';
 
 const STATUS_WORDS: Record<number, string> = { 1: 'safe', 0: 'critical', [-1]: 'danger' };
 
@@ -27,11 +29,12 @@ export function formatStatus(report: StatusReport): string {
   ];
   if (report.sessionsActive !== undefined) lines.push(`sessions  ${report.sessionsActive} active`);
   if (report.topSources.length > 0) {
-    const width = Math.max(6, ...report.topSources.map((source) => source.source.length));
+    const names = report.topSources.map((source) => terminalSafe(source.source || '(untracked)'));
+    const width = Math.max(6, ...names.map((name) => name.length));
     lines.push('', `${'source'.padEnd(width)}  abnormal    normal`);
-    for (const source of report.topSources) {
-      lines.push(`${(source.source || '(untracked)').padEnd(width)}  ${String(source.abnormal).padStart(8)}  ${String(source.normal).padStart(8)}`);
+    for (const [index, source] of report.topSources.entries()) {
+      lines.push(`${names[index]!.padEnd(width)}  ${String(source.abnormal).padStart(8)}  ${String(source.normal).padStart(8)}`);
     }
   }
-  return `${lines.join('\n')}\n`;
+  return terminalSafe(`${lines.join('\n')}\n`);
 }
