@@ -31,7 +31,7 @@ import { MemoryKv } from './state/memory-kv.js';
 import { MemoryPairStore } from './state/memory-pair-store.js';
 import { PairRecorder } from './state/pair-recorder.js';
 import type { PairStore, PairWindowOptions } from './state/pair-store.js';
-import { createRedisClient, waitForRedisReady } from './state/redis-connection.js';
+import { createRedisClient, redactRedisUrl, waitForRedisReady } from './state/redis-connection.js';
 import { RedisKv } from './state/redis-kv.js';
 import { RedisPairStore } from './state/redis-pair-store.js';
 import type { SharedKv } from './state/shared-kv.js';
@@ -374,7 +374,7 @@ async function openSharedState(policy: Policy, logger: Logger): Promise<SharedSt
     connectTimeoutMs: policy.state.connectTimeoutMs,
   }, (error) => logger.debug({ err: error }, 'redis connection error'));
   if (!(await waitForRedisReady(client, REDIS_STARTUP_WAIT_MS))) {
-    logger.warn({ redis: redactUrl(url) }, 'Redis not reachable at start: using this node’s own view until it is');
+    logger.warn({ redis: redactRedisUrl(url) }, 'Redis not reachable at start: using this node’s own view until it is');
   }
   const shared = new RedisPairStore(client, { ...windowOptions, keyPrefix: policy.state.keyPrefix });
   const kv = new RedisKv(client, { keyPrefix: policy.state.keyPrefix });
@@ -387,8 +387,4 @@ async function openSharedState(policy: Policy, logger: Logger): Promise<SharedSt
       client.disconnect();
     },
   };
-}
-
-function redactUrl(url: string): string {
-  return url.replace(/\/\/[^@/]*@/, '//***@');
 }

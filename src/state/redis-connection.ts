@@ -49,24 +49,71 @@ export type RedisConnectionPlan =
 const URL_SHAPE = /^([a-z+]+):\/\/(?:([^@/?#]*)@)?([^/?#]*)(\/[^?#]*)?(?:\?([^#]*))?$/i;
 
 function fail(url: string, why: string): never {
-  // The URL may carry a password: never echo it back into logs.
-  throw new Error(`invalid Redis URL "${url.replace(/\/\/[^@/]*@/, '//***@')}": ${why}`);
+  // The URL may carry a password: only its redacted form is echoed, and no reason quotes a part of it
+  // that could hold one.
+  throw new Error(`invalid Redis URL "${redactRedisUrl(url)}": ${why}`);
+}
+
+/** Query parameters whose values are shown when a URL is printed; every other value may be a secret. */
+const SHOWN_PARAMETERS: ReadonlySet<string> = new Set(['sentinelUsername']);
+
+/**
+ * The URL as it may be printed (logs, start errors): the scheme, the hosts and the path; user name and
+ * password as "***", and every query value but SHOWN_PARAMETERS' as "***" (sentinelPassword, any
+ * misspelling of it, and a parameter without '=' whole). It never assumes the URL is well-formed: an
+ * unencoded '@', '/' or '?' in a password moves where the credentials seem to end, so they end at the
+ * last '@' before the query, and the query starts at the first '?' whose text reaches a '=' before
+ * any '@' (a '?' followed by an '@' without a '=' belongs to a password).
+ */
+export function redactRedisUrl(url: string): string {
+  const match = /^([a-z][a-z0-9+.-]*):\/\/([^]*)$/i.exec(url.trim());
+  if (!match) return '(not shown: not scheme://host)';
+  const scheme = match[1]!.toLowerCase();
+  const rest = match[2]!;
+  let queryAt = -1;
+  for (let question = rest.indexOf('?'); question !== -1; question = rest.indexOf('?', question + 1)) {
+    const after = rest.slice(question + 1);
+    const at = after.indexOf('@');
+    const equals = after.indexOf('=');
+    if (at === -1 || (equals !== -1 && equals < at)) {
+      queryAt = question;
+      break;
+    }
+  }
+  const authorityAndPath = queryAt === -1 ? rest : rest.slice(0, queryAt);
+  const lastAt = authorityAndPath.lastIndexOf('@');
+  const shown = lastAt === -1 ? authorityAndPath : `***@${authorityAndPath.slice(lastAt + 1)}`;
+  if (queryAt === -1) return `${scheme}://${shown}`;
+  const query = rest.slice(queryAt + 1).split('&').map((pair) => {
+    const equals = pair.indexOf('=');
+    const name = equals === -1 ? pair : pair.slice(0, equals);
+    let decoded = name;
+    try {
+      decoded = decodeURIComponent(name);
+    } catch {
+      // Not valid percent-encoding: compared as written, so it is not on the shown list either.
+    }
+    if (equals === -1) return '***';
+    return SHOWN_PARAMETERS.has(decoded) ? pair : `${name}=***`;
+  });
+  return `${scheme}://${shown}?${query.join('&')}`;
 }
 
 function parseNodes(url: string, hostList: string, defaultPort: number): RedisNode[] {
   if (hostList === '') fail(url, 'no host');
-  return hostList.split(',').map((entry) => {
+  // Entries are named by position, not quoted: a password with an unencoded '/' or '?' ends up here.
+  return hostList.split(',').map((entry, index) => {
     const match = /^(?:\[([0-9a-f:.]+)\]|([^:[\]]+))(?::(\d+))?$/i.exec(entry);
-    if (!match) fail(url, `bad host "${entry}"`);
+    if (!match) fail(url, `bad host (entry ${index + 1} of the host list)`);
     const port = match[3] === undefined ? defaultPort : Number(match[3]);
-    if (!Number.isInteger(port) || port < 1 || port > 65_535) fail(url, `bad port in "${entry}"`);
+    if (!Number.isInteger(port) || port < 1 || port > 65_535) fail(url, `bad port in entry ${index + 1} of the host list`);
     return { host: (match[1] ?? match[2])!, port };
   });
 }
 
 function parseDb(url: string, segment: string | undefined): number {
   if (segment === undefined || segment === '') return 0;
-  if (!/^\d+$/.test(segment)) fail(url, `bad database "${segment}"`);
+  if (!/^\d+$/.test(segment)) fail(url, 'bad database: expected a number');
   return Number(segment);
 }
 
@@ -83,7 +130,8 @@ function parseQuery(url: string, query: string | undefined, allowed: readonly st
   const result = new Map<string, string>();
   for (const [key, value] of params) {
     // Unknown parameters are rejected rather than ignored: a typo must not silently drop a password.
-    if (!allowed.includes(key)) fail(url, `unknown parameter "${key}"`);
+    // Named only when it looks like a parameter name, not like a piece of an unencoded password.
+    if (!allowed.includes(key)) fail(url, /^\w{1,64}$/.test(key) ? `unknown parameter "${key}"` : 'unknown parameter (name not shown)');
     result.set(key, value);
   }
   return result;
@@ -101,6 +149,9 @@ export function parseRedisUrl(url: string, overrides: Partial<RedisTuning> = {})
   const match = URL_SHAPE.exec(url.trim());
   if (!match) fail(url, 'expected scheme://host…');
   const [, rawScheme, userInfo, hostList, rawPath, query] = match;
+  // An '@' the credentials did not take is one of theirs left unencoded: the host or path would hold
+  // the rest of a password, so say so without quoting either.
+  if (`${hostList}${rawPath ?? ''}`.includes('@')) fail(url, 'an "@" after the credentials: percent-encode "@", "/", "?" and "#" in a user name or password (%40, %2F, %3F, %23)');
   const scheme = rawScheme!.toLowerCase();
   const credentials = parseCredentials(userInfo);
   const tls = scheme.startsWith('rediss') ? { tls: {} } : {};

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { once } from 'node:events';
 import { createServer } from 'node:net';
-import { DEFAULT_REDIS_TUNING, createRedisClient, parseRedisUrl, waitForRedisReady } from '../../src/state/redis-connection.js';
+import { DEFAULT_REDIS_TUNING, createRedisClient, parseRedisUrl, redactRedisUrl, waitForRedisReady } from '../../src/state/redis-connection.js';
 
 const failFast = {
   commandTimeout: 250,
@@ -138,6 +138,44 @@ describe('parseRedisUrl', () => {
     } catch (error) {
       expect((error as Error).message).not.toContain('hunter2');
     }
+  });
+});
+
+describe('a Redis URL as it is printed', () => {
+  it.each([
+    ['redis://user:S3CRET@redis.example:6380/3', 'redis://***@redis.example:6380/3'],
+    ['redis+sentinel://:S3CRET@s1:26379,s2/mymaster?sentinelUsername=watcher&sentinelPassword=S3CRET',
+      'redis+sentinel://***@s1:26379,s2/mymaster?sentinelUsername=watcher&sentinelPassword=***'],
+    // Misspelt or percent-encoded, a password parameter is still masked: only known names show their value.
+    ['redis+sentinel://s1/m?sentinelPasword=S3CRET&sentinel%50assword=S3CRET', 'redis+sentinel://s1/m?sentinelPasword=***&sentinel%50assword=***'],
+    // Unencoded '@', '/' and '?' in a password: the credentials end at the last '@' before the query.
+    ['redis://user:S3@CRET@redis.example/0', 'redis://***@redis.example/0'],
+    ['redis://user:S3/CRET@redis.example', 'redis://***@redis.example'],
+    ['redis://user:S3?CRET@redis.example', 'redis://***@redis.example'],
+    ['redis+sentinel://s1/m?sentinelPassword=S3@CRET', 'redis+sentinel://s1/m?sentinelPassword=***'],
+    ['redis+sentinel://s1/m?S3CRET', 'redis+sentinel://s1/m?***'],
+    ['REDIS://h', 'redis://h'],
+    ['S3CRET', '(not shown: not scheme://host)'],
+  ])('%s is printed as %s', (url, shown) => {
+    expect(redactRedisUrl(url)).toBe(shown);
+  });
+
+  it.each([
+    ['an unknown parameter', 'redis+sentinel://:S3CRET@s1/mymaster?sentinelPassword=S3CRET&bogus=1', /unknown parameter "bogus"/],
+    ['an unencoded @ in a password', 'redis://user:S3@CRET@redis.example:6379', /an "@" after the credentials/],
+    ['an unencoded @ in a sentinel password', 'redis+sentinel://:S3@CRET@s1/m', /an "@" after the credentials/],
+    ['an unencoded / in a password', 'redis://user:S3/CRET@redis.example', /an "@" after the credentials/],
+    ['an unencoded ? in a password', 'redis://user:S3?CRET@redis.example', /bad host/],
+    ['a password in a parameter name', 'redis+sentinel://s1/m?S3%40CRET', /unknown parameter \(name not shown\)/],
+  ])('a start error for %s names no part of the secret', (_what, url, reason) => {
+    let message = '';
+    try {
+      parseRedisUrl(url);
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    expect(message).toMatch(reason);
+    expect(message).not.toMatch(/S3|CRET/);
   });
 });
 
