@@ -230,6 +230,7 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     },
     metrics: () => metrics.render(),
     allowedHosts: () => holder.current().admin.allowedHosts,
+    maxConnections: policy.admin.maxConnections,
     // Not ready while draining, so a load balancer stops sending clients at once.
     ready: () => listening && !listener.draining,
     routes: [

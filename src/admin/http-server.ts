@@ -1,6 +1,7 @@
 // The admin HTTP listener: /status (the server's entropy status as JSON), /metrics (Prometheus
 // text), /healthz (the process answers) and /readyz (it accepts mail). Read-only; loopback by
-// default. Later stages add their routes through `routes`.
+// default. Later stages add their routes through `routes`. Its connections are capped and timed out
+// every second, so idle clients of the admin port cannot use up the descriptors SMTP clients need.
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import type { HostPort } from '../util/host-port.js';
@@ -23,7 +24,12 @@ export interface AdminSources {
   routes?: AdminRoute[];
   /** Host names answered besides IP literals and localhost (admin.allowedHosts); read per request. */
   allowedHosts?: () => readonly string[];
+  /** Connections at once (admin.maxConnections); Node closes any beyond as it is accepted. */
+  maxConnections: number;
 }
+
+/** How often Node looks for requests past headersTimeout or requestTimeout (its default is 30 s). */
+const TIMEOUT_CHECK_INTERVAL_MS = 1_000;
 
 export function json(status: number, value: unknown): AdminResponse {
   return { status, contentType: 'application/json; charset=utf-8', body: `${JSON.stringify(value, null, 2)}\n` };
@@ -37,15 +43,21 @@ export class AdminServer {
   private readonly server: http.Server;
 
   constructor(private readonly sources: AdminSources) {
-    this.server = http.createServer((request, response) => {
+    this.server = http.createServer({ connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS }, (request, response) => {
       this.route(request).then(
         (answer) => send(response, answer),
         (error: Error) => send(response, text(500, `internal error: ${error.message}\n`)),
       );
     });
-    // An admin client that never finishes its request must not hold a socket forever.
+    // An admin client that never finishes its request, or idles between requests, must not hold a socket:
+    // a connection counts against maxConnections until it closes.
+    this.server.maxConnections = sources.maxConnections;
     this.server.requestTimeout = 10_000;
     this.server.headersTimeout = 5_000;
+    this.server.keepAliveTimeout = 5_000;
+    // headersTimeout only starts at a request's first byte: a connection that sends nothing is closed by
+    // this inactivity timeout instead.
+    this.server.timeout = 5_000;
   }
 
   listen(address: HostPort): Promise<AddressInfo> {

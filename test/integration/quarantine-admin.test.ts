@@ -52,6 +52,7 @@ beforeEach(async () => {
     status: () => ({}),
     metrics: async () => ({ contentType: 'text/plain', body: '' }),
     ready: () => true,
+    maxConnections: 32,
     routes: quarantineRoutes(control, () => configuredToken, { bodyTimeoutMs: 500 }),
   });
   const address = await server.listen({ host: '127.0.0.1', port: 0 });
