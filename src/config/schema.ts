@@ -30,8 +30,6 @@ const positiveInt = z.number().int().positive();
 /** Node's timers fire at once beyond this (2^31 - 1 ms, about 24.8 days). */
 const MAX_TIMER_MS = 2_147_483_647;
 const nonNegativeInt = z.number().int().nonnegative();
-/** An idle client costs about 10 KB of heap and two descriptors at most (itself, its Postfix connection). */
-export const DEFAULT_MAX_CLIENTS = 20_000;
 /** Status, metrics, health checks and a few dashboards at once. */
 export const DEFAULT_ADMIN_MAX_CONNECTIONS = 32;
 
@@ -42,11 +40,8 @@ const serverSchema = z.strictObject({
   hostname: z.string().min(1).default(os.hostname()),
   /** Extra greeting text after "ESMTP". */
   banner: z.string().default(''),
-  /**
-   * Concurrent client sessions; one more gets 421 and a close. Left out: DEFAULT_MAX_CLIENTS, or what
-   * the descriptor limit holds if that is less (capacity.ts); a value set here is honoured or refused.
-   */
-  maxClients: positiveInt.optional(),
+  /** Concurrent client sessions; one more gets 421 and a close. */
+  maxClients: positiveInt.default(500),
   /** Load balancers allowed to send a PROXY protocol v1 header; nobody else may. */
   proxyProtocolFrom: z.array(ipAddress).default([]),
   /**
@@ -68,12 +63,7 @@ const serverSchema = z.strictObject({
   tls: z
     .strictObject({ keyFile: z.string().min(1), certFile: z.string().min(1) })
     .optional(),
-}).transform(({ maxClients, ...server }) => ({
-  ...server,
-  maxClients: maxClients ?? DEFAULT_MAX_CLIENTS,
-  /** True when the policy left maxClients out, so start-up may lower it to fit the descriptor limit. */
-  maxClientsFromDefault: maxClients === undefined,
-}));
+});
 
 const limitsSchema = z.strictObject({
   /** Announced in EHLO (SIZE) and enforced during DATA. Keep it at or below Postfix's message_size_limit. */
@@ -118,8 +108,8 @@ const adminSchema = z.strictObject({
    */
   allowedHosts: z.array(z.string().min(1).regex(/^[A-Za-z0-9.-]+$/, 'a host name, without port')).default([]),
   /**
-   * Admin connections at once; more are closed as they arrive. Each costs a descriptor from the process's
-   * budget (capacity.ts reserves exactly this many), so idle admin clients cannot starve SMTP's sockets.
+   * Admin connections at once; more are closed as they arrive. Each holds a file descriptor, so the cap
+   * keeps idle admin clients from using up the ones SMTP clients need.
    */
   maxConnections: positiveInt.max(1_000).default(DEFAULT_ADMIN_MAX_CONNECTIONS),
 });
