@@ -1,7 +1,9 @@
 // The quarantine's operator API on the admin listener: list, show, stats (read-only), release and delete
-// (changes). Changes need `Authorization: Bearer <quarantine.adminToken>`; without a configured token they are
-// refused, so a proxy never runs with an open door. Reads need no token: the admin listener is on loopback by
-// default and lists only metadata and headers. The scheduler decides how a release goes; this module only asks.
+// (changes). Everything but stats needs `Authorization: Bearer <quarantine.adminToken>`; without a configured
+// token it is refused, so a proxy never runs with an open door. The list and an entry carry third parties'
+// envelopes, HELO and headers, which the spool keeps 0640: any local user reaches the loopback listener, so
+// reading them takes the token too. Stats are counts, as /status shows them. The scheduler decides how a
+// release goes; this module only asks.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
@@ -59,7 +61,6 @@ export function quarantineRoutes(control: QuarantineControl, token: () => string
       const matches = spool.list(filterFrom(url, nowMs()));
       return json(200, { total: matches.length, entries: matches.slice(0, listLimit(url.searchParams.get('limit'))) });
     }
-    if (path.length === 1 && path[0] === 'stats') return json(200, spool.stats());
     if (path[0] === 'release' || path[1] === 'release') throw new RequestError(405, 'release takes POST');
     if (path.length > 1) throw new RequestError(404, 'not found');
     const entry = knownEntry(spool, path[0] as string);
@@ -94,12 +95,13 @@ export function quarantineRoutes(control: QuarantineControl, token: () => string
       const path = quarantinePath(url.pathname);
       if (!path) return undefined;
       try {
-        if (request.method === 'GET' || request.method === 'HEAD') return await read(url, path);
-        if (request.method !== 'POST' && request.method !== 'DELETE') throw new RequestError(405, 'method not allowed');
+        const reading = request.method === 'GET' || request.method === 'HEAD';
+        if (reading && path.length === 1 && path[0] === 'stats') return json(200, spool.stats());
+        if (!reading && request.method !== 'POST' && request.method !== 'DELETE') throw new RequestError(405, 'method not allowed');
         // Before anything else, the body and the id included: an unauthorised caller learns nothing and changes nothing.
         const refusal = authorise(request, token());
         if (refusal) return json(401, { error: refusal });
-        return await change(request, url, path);
+        return await (reading ? read(url, path) : change(request, url, path));
       } catch (error) {
         if (error instanceof RequestError) return json(error.status, { error: error.message });
         if (error instanceof EntryNotFoundError) return json(404, { error: error.message });

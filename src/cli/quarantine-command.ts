@@ -1,6 +1,6 @@
 // `smtp-pushback quarantine list|show|release|delete|stats`: the operator's view of a running proxy's quarantine.
 // The spool belongs to the proxy (one process per spool directory), so every command goes through the admin API
-// (src/admin/quarantine-routes.ts); changes carry the admin token. Tables for people, --json for scripts; any
+// (src/admin/quarantine-routes.ts); every call carries the admin token (reading entries needs it too). Tables for people, --json for scripts; any
 // failure prints one clear line and sets a non-zero exit code. What the tables and lines show comes from senders
 // (headers, addresses, HELO) and passes through terminalSafe; --json is JSON, whose escaping is the reader's.
 import { Command, InvalidArgumentError } from 'commander';
@@ -50,7 +50,7 @@ export function registerQuarantineCommands(program: Command, adminAddress: Admin
   const common = (command: Command, timeoutSeconds = 10): Command => command
     .option('--admin <host:port>', 'admin listener (default: PUSHBACK_ADMIN, the policy, or 127.0.0.1:8025)')
     .option('-c, --config <file>', 'policy file to take admin.listen from', io.env.PUSHBACK_POLICY)
-    .option('--token <token>', 'admin token for changes (default: PUSHBACK_ADMIN_TOKEN, which keeps it out of ps)')
+    .option('--token <token>', 'admin token (default: PUSHBACK_ADMIN_TOKEN, which keeps it out of ps)')
     .option('--json', 'print JSON instead of a table')
     .option('--timeout <seconds>', 'give up on the admin listener after this long', positiveNumber, timeoutSeconds);
 
@@ -146,7 +146,7 @@ class AdminClient {
 
   async call<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<T> {
     const headers: Record<string, string> = {};
-    if (this.token && method !== 'GET') headers.authorization = `Bearer ${this.token}`;
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
     let response: Response;
     try {

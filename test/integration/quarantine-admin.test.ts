@@ -81,7 +81,7 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-const listed = async (query = ''): Promise<string[]> => ((await call('GET', `/quarantine${query}`)).body.entries as EntryMeta[]).map((entry) => entry.id);
+const listed = async (query = ''): Promise<string[]> => ((await call('GET', `/quarantine${query}`, { token: TOKEN })).body.entries as EntryMeta[]).map((entry) => entry.id);
 
 describe('quarantine admin API: reads', () => {
   it('lists entries oldest first, filtered by source, since and state, bounded by limit', async () => {
@@ -93,16 +93,16 @@ describe('quarantine admin API: reads', () => {
     expect(await listed(`?since=${Date.now() - 10 * 60_000}`)).toEqual([ids[2]]);
     expect(await listed('?state=held')).toEqual(ids);
     expect(await listed('?state=released')).toEqual([]);
-    expect((await call('GET', '/quarantine?limit=1')).body).toMatchObject({ total: 3, entries: [{ id: ids[0] }] });
-    expect((await call('GET', '/quarantine?source=192.0.2.300/24')).status).toBe(400);
-    expect((await call('GET', '/quarantine?since=yesterday-ish')).status).toBe(400);
-    expect((await call('GET', '/quarantine?state=lost')).status).toBe(400);
+    expect((await call('GET', '/quarantine?limit=1', { token: TOKEN })).body).toMatchObject({ total: 3, entries: [{ id: ids[0] }] });
+    expect((await call('GET', '/quarantine?source=192.0.2.300/24', { token: TOKEN })).status).toBe(400);
+    expect((await call('GET', '/quarantine?since=yesterday-ish', { token: TOKEN })).status).toBe(400);
+    expect((await call('GET', '/quarantine?state=lost', { token: TOKEN })).status).toBe(400);
   });
 
   it('gives stats, and one entry with its headers only', async () => {
     const stats = await call('GET', '/quarantine/stats');
     expect(stats.body).toMatchObject({ entries: 3, byState: { held: 3, releasing: 0, released: 0, rejected: 0 } });
-    const shown = await call('GET', `/quarantine/${ids[1]}`);
+    const shown = await call('GET', `/quarantine/${ids[1]}`, { token: TOKEN });
     expect(shown.status).toBe(200);
     expect(shown.body.entry).toMatchObject({ id: ids[1], client: { address: '192.0.2.2' }, state: 'held' });
     expect(shown.body.headers).toMatch(/^Received: from sender\.test/);
@@ -110,12 +110,27 @@ describe('quarantine admin API: reads', () => {
     expect(shown.body.headers).not.toContain('body');
     expect(shown.body.headersTruncated).toBe(false);
     const long = await spool.write(newEntry(1), Readable.from([Buffer.from(`X-Long: ${'a'.repeat(100_000)}\r\n\r\nbody\r\n`)]));
-    const cut = await call('GET', `/quarantine/${long.id}`);
+    const cut = await call('GET', `/quarantine/${long.id}`, { token: TOKEN });
     expect(cut.body.headersTruncated).toBe(true);
     expect(cut.body.headers.length).toBe(64 * 1024);
-    expect((await call('GET', '/quarantine/not-an-id')).status).toBe(400);
-    expect((await call('GET', '/quarantine/..%2F..%2Fetc%2Fpasswd')).status).toBe(400);
-    expect((await call('GET', `/quarantine/${UNKNOWN_ID}`)).status).toBe(404);
+    expect((await call('GET', '/quarantine/not-an-id', { token: TOKEN })).status).toBe(400);
+    expect((await call('GET', '/quarantine/..%2F..%2Fetc%2Fpasswd', { token: TOKEN })).status).toBe(400);
+    expect((await call('GET', `/quarantine/${UNKNOWN_ID}`, { token: TOKEN })).status).toBe(404);
+  });
+
+  it('lists and shows entries only with the token; stats, counts alone, without', async () => {
+    for (const path of ['/quarantine', '/quarantine?state=held', `/quarantine/${ids[0]}`, '/quarantine/not-an-id', `/quarantine/${UNKNOWN_ID}`, `/quarantine/${ids[0]}/release`]) {
+      for (const options of [{}, { token: 'x' }, { token: `${TOKEN}0` }]) {
+        const answer = await call('GET', path, options);
+        expect(answer.status, `GET ${path} ${JSON.stringify(options)}`).toBe(401);
+        expect(JSON.stringify(answer.body)).not.toMatch(/192\.0\.2|sender\.test|Subject/);
+      }
+    }
+    const head = await fetch(`http://${admin}/quarantine/${ids[0]}`, { method: 'HEAD' });
+    expect(head.status).toBe(401);
+    configuredToken = null;
+    expect((await call('GET', '/quarantine', { token: TOKEN })).status).toBe(401);
+    expect((await call('GET', '/quarantine/stats')).status).toBe(200);
   });
 });
 
@@ -135,7 +150,8 @@ describe('quarantine admin API: changes need the token', () => {
       const answer = await call(method, path, { ...(token === undefined ? {} : { token }), ...(body === undefined ? {} : { body }) });
       expect(answer.status, `${method} ${path}`).toBe(401);
     }
-    expect(await listed()).toEqual(ids);
+    // From the spool itself: without a configured token the API's list is refused too.
+    expect(spool.list({}).map((entry) => entry.id)).toEqual(ids);
     expect(spool.stats().entries).toBe(3);
     expect(releaseCalls).toEqual([]);
   }
@@ -215,15 +231,16 @@ describe('smtp-pushback quarantine', () => {
   }
 
   it('lists, shows and counts as tables or JSON', async () => {
-    const table = await cli(['list', '--admin', admin]);
+    const withToken = { PUSHBACK_ADMIN_TOKEN: TOKEN };
+    const table = await cli(['list', '--admin', admin], withToken);
     expect(table.exitCode).toBe(0);
     expect(table.out.split('\n')[0]).toMatch(/^id\s+received\s+state\s+client\s+sender/);
     for (const id of ids) expect(table.out).toContain(id);
     expect(table.out).toContain('3 entries');
-    const filtered = JSON.parse((await cli(['list', '--admin', admin, '--json', '--source', '198.51.100.0/24'])).out);
+    const filtered = JSON.parse((await cli(['list', '--admin', admin, '--json', '--source', '198.51.100.0/24', '--token', TOKEN])).out);
     expect(filtered.entries.map((entry: EntryMeta) => entry.id)).toEqual([ids[2]]);
-    expect((await cli(['list', '--admin', admin, '--since', '2h'])).out).toContain('2 entries');
-    const shown = await cli(['show', ids[0], '--admin', admin]);
+    expect((await cli(['list', '--admin', admin, '--since', '2h'], withToken)).out).toContain('2 entries');
+    const shown = await cli(['show', ids[0], '--admin', admin], withToken);
     expect(shown.out).toMatch(/^id {8}\S+/);
     expect(shown.out).toContain('client    192.0.2.1:');
     expect(shown.out).toContain('Subject: x');
@@ -258,8 +275,13 @@ describe('smtp-pushback quarantine', () => {
     expect(spool.stats().entries).toBe(3);
     expect((await cli(['release', ids[0], '--all', '--admin', admin, '--token', TOKEN])).err).toMatch(/exactly one/);
     expect((await cli(['delete', '--admin', admin, '--token', TOKEN])).exitCode).toBe(1);
-    expect((await cli(['show', 'bad-id', '--admin', admin])).err).toMatch(/400 not an entry id/);
-    expect((await cli(['list', '--admin', admin, '--source', 'nonsense'])).err).toMatch(/400/);
+    expect((await cli(['show', 'bad-id', '--admin', admin, '--token', TOKEN])).err).toMatch(/400 not an entry id/);
+    expect((await cli(['list', '--admin', admin, '--source', 'nonsense', '--token', TOKEN])).err).toMatch(/400/);
+    for (const read of [['list'], ['show', ids[0]]]) {
+      const refused = await cli([...read, '--admin', admin]);
+      expect(refused).toMatchObject({ exitCode: 1, out: '' });
+      expect(refused.err).toMatch(/admin token missing or wrong \(pass --token or set PUSHBACK_ADMIN_TOKEN\)/);
+    }
     const closed = `127.0.0.1:${await closedPort()}`;
     const unreachable = await cli(['stats', '--admin', closed]);
     expect(unreachable.exitCode).toBe(1);
