@@ -168,6 +168,7 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     screen,
     tarpits,
     ...(spool ? { quarantine: new SpoolSink(spool, logger, metrics.quarantineSink) } : {}),
+    ...(reverseDns ? { reverseDns } : {}),
     observer: {
       pair(source, kind) {
         recorder.record(source, kind === 'normal' ? 1 : 0, kind === 'abnormal' ? 1 : 0);

@@ -5,6 +5,7 @@
 import type { Readable } from 'node:stream';
 import { UpstreamConnection, UpstreamError, type UpstreamOptions } from '../upstream/connection.js';
 import { isPositive, replyText, type SmtpReply } from '../upstream/reply.js';
+import { formatParameters, type EsmtpParameter } from '../smtp/envelope-command.js';
 import type { ClientIdentity } from '../upstream/xclient.js';
 
 export interface RelayReply {
@@ -21,26 +22,24 @@ export interface RelayNotices {
   xclientRefused(upstreamReply: string): void;
 }
 
-/** MAIL FROM and RCPT TO parameters as smtp-server parsed them (upper-case keys). */
-export type CommandParameters = Record<string, string | boolean | undefined>;
-
-const MAIL_PARAMETERS: ReadonlyArray<{ name: string; capability: string }> = [
-  { name: 'SIZE', capability: 'SIZE' },
-  { name: 'BODY', capability: '8BITMIME' },
-  { name: 'SMTPUTF8', capability: 'SMTPUTF8' },
-  { name: 'RET', capability: 'DSN' },
-  { name: 'ENVID', capability: 'DSN' },
-];
-const RCPT_PARAMETERS: ReadonlyArray<{ name: string; capability: string }> = [
-  { name: 'NOTIFY', capability: 'DSN' },
-  { name: 'ORCPT', capability: 'DSN' },
-];
+/** The EHLO keyword Postfix must show for each parameter we pass on; others are not passed. */
+const PARAMETER_CAPABILITY: ReadonlyMap<string, string> = new Map([
+  ['SIZE', 'SIZE'],
+  ['BODY', '8BITMIME'],
+  ['SMTPUTF8', 'SMTPUTF8'],
+  ['RET', 'DSN'],
+  ['ENVID', 'DSN'],
+  ['NOTIFY', 'DSN'],
+  ['ORCPT', 'DSN'],
+]);
 
 export class SessionRelay {
   private upstream: UpstreamConnection | undefined;
   /** The identity the upstream connection was opened (and XCLIENT'd) for. */
   private upstreamIdentity = '';
   private transactionOpen = false;
+  /** The message of the transaction under way, until Postfix's final reply (or the path failed). */
+  private dataInFlight: Promise<void> | undefined;
   /** The client session is over: nothing more may be opened or sent upstream. */
   private closed = false;
   upstreamConnectMs: number | undefined;
@@ -48,16 +47,20 @@ export class SessionRelay {
 
   constructor(private readonly options: UpstreamOptions, private readonly notices: RelayNotices) {}
 
-  async mailFrom(client: ClientIdentity, sender: string, parameters: CommandParameters): Promise<RelayReply> {
+  /**
+   * sender and recipient paths are latin1 strings of the client's bytes (envelope-command.ts), sent
+   * back out byte for byte; parameters keep the client's xtext.
+   */
+  async mailFrom(client: ClientIdentity, sender: string, parameters: readonly EsmtpParameter[]): Promise<RelayReply> {
     if (this.closed) return localFailure('mail', 'client session over');
-    const identity = `${client.address}|${client.port}|${client.helo ?? ''}|${client.hostname ?? ''}`;
+    const identity = `${client.address}|${client.port}|${client.protocol ?? ''}|${client.helo ?? ''}|${client.hostname ?? ''}`;
     if (!this.upstream?.usable || identity !== this.upstreamIdentity) {
       const refusal = await this.openUpstream(client);
       if (refusal) return refusal;
       this.upstreamIdentity = identity;
     }
     const upstream = this.upstream as UpstreamConnection;
-    const line = `MAIL FROM:<${sender}>${formatParameters(parameters, MAIL_PARAMETERS, upstream.capabilities)}`;
+    const line = Buffer.from(`MAIL FROM:<${sender}>${offeredParameters(parameters, upstream.capabilities)}`, 'latin1');
     try {
       let reply: SmtpReply;
       if (this.transactionOpen) {
@@ -74,10 +77,10 @@ export class SessionRelay {
     }
   }
 
-  async rcptTo(recipient: string, parameters: CommandParameters): Promise<RelayReply> {
+  async rcptTo(recipient: string, parameters: readonly EsmtpParameter[]): Promise<RelayReply> {
     const upstream = this.upstream;
     if (!upstream?.usable) return localFailure('rcpt', 'upstream connection lost');
-    const line = `RCPT TO:<${recipient}>${formatParameters(parameters, RCPT_PARAMETERS, upstream.capabilities)}`;
+    const line = Buffer.from(`RCPT TO:<${recipient}>${offeredParameters(parameters, upstream.capabilities)}`, 'latin1');
     try {
       return fromUpstream(await upstream.command(line, 'rcpt'));
     } catch (error) {
@@ -93,11 +96,13 @@ export class SessionRelay {
     const upstream = this.upstream;
     if (!upstream?.usable) return localFailure('data', 'upstream connection lost');
     this.transactionOpen = false;
-    try {
-      return fromUpstream(await upstream.data(message, abortReason));
-    } catch (error) {
-      return this.pathFailure(error, 'data');
-    }
+    const reply = upstream.data(message, abortReason).then(fromUpstream, (error: unknown) => this.pathFailure(error, 'data'));
+    const settled = reply.then(() => undefined, () => undefined);
+    this.dataInFlight = settled;
+    void settled.then(() => {
+      if (this.dataInFlight === settled) this.dataInFlight = undefined;
+    });
+    return reply;
   }
 
   /**
@@ -113,11 +118,19 @@ export class SessionRelay {
     }, () => upstream.destroy());
   }
 
-  /** End of the client session: QUIT upstream if we still have it. */
+  /**
+   * End of the client session: QUIT upstream if we still have it. A message whose final dot came
+   * is Postfix's to answer first, even if the client left right after the dot (Postfix itself keeps
+   * a message whose dot it read from a client that then vanished); its reply comes before the QUIT.
+   * A message still streaming is not: data() drops the connection without the dot.
+   */
   close(): void {
     this.closed = true;
-    this.upstream?.quit();
+    const upstream = this.upstream;
     this.upstream = undefined;
+    if (!upstream) return;
+    if (this.dataInFlight) void this.dataInFlight.then(() => upstream.quit());
+    else upstream.quit();
   }
 
   private async openUpstream(client: ClientIdentity): Promise<RelayReply | undefined> {
@@ -173,16 +186,10 @@ function localFailure(step: string, reason: string, failure = 'closed'): RelayRe
   return { code: 451, text, failure: `${failure}: ${reason}` };
 }
 
-function formatParameters(
-  parameters: CommandParameters,
-  known: ReadonlyArray<{ name: string; capability: string }>,
-  capabilities: Map<string, string>,
-): string {
-  let out = '';
-  for (const { name, capability } of known) {
-    const value = parameters[name];
-    if (value === undefined || value === false || !capabilities.has(capability)) continue;
-    out += value === true ? ` ${name}` : ` ${name}=${value}`;
-  }
-  return out;
+/** The parameters Postfix offers the extension of, as the client sent them. */
+function offeredParameters(parameters: readonly EsmtpParameter[], capabilities: ReadonlyMap<string, string>): string {
+  return formatParameters(parameters.filter(({ keyword }) => {
+    const capability = PARAMETER_CAPABILITY.get(keyword);
+    return capability !== undefined && capabilities.has(capability);
+  }));
 }

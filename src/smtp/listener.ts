@@ -2,18 +2,23 @@
 // It accepts clients, follows every command and reply of each session, asks the screen stage what
 // to do with a new client and carries it out (greet wait, tarpit delays, refusals), hands MAIL/RCPT/
 // DATA to the relay stage, enforces the session deadline, drains sessions at shutdown, and at the
-// end of each session emits one SessionRecord. smtp-server has hooks only for connect/MAIL/RCPT/DATA/close, so commands and
-// replies are observed through its logger interface, which reports every one of them with the
-// session id (tnx "command" and "send"); the end of a message is seen in onData.
-// test/integration/session-limits.test.ts ("pairs") pins that.
+// end of each session emits one SessionRecord. The commands whose meaning the proxy owns (MAIL, RCPT,
+// EHLO, RSET, QUIT …) are installed on each connection by command-handlers.ts, the only other module
+// that touches smtp-server. Commands and replies are observed through smtp-server's logger
+// interface, which reports every one of them with the session id (tnx "command" and "send"); the
+// end of a message is seen in onData. test/integration/session-limits.test.ts ("pairs") pins that.
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { SMTPServer, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import type { Logger } from 'pino';
 import type { Policy } from '../config/schema.js';
-import { SessionRelay, type CommandParameters, type RelayNotices, type RelayReply } from '../relay/session-relay.js';
+import type { ReverseDnsLookup } from '../dns/fcrdns.js';
+import { SessionRelay, type RelayNotices, type RelayReply } from '../relay/session-relay.js';
 import { dataOutcome, type SessionEnd, type SessionRecord, type TransactionRecord } from '../session/record.js';
 import type { UpstreamOptions } from '../upstream/connection.js';
+import { clientNameFields } from '../upstream/xclient.js';
+import { installCommandHandlers, type ConnectionInternals } from './command-handlers.js';
+import { parameterValue, refuseParameters, type EnvelopeCommand, type EnvelopeVerb } from './envelope-command.js';
 import { LiveSession, type SmtpConnectionHandle } from './live-session.js';
 import { MessageTooBigError, type QuarantineEntry, type QuarantineSink, type SessionObserver, type SessionScreen, type TarpitSlots } from './stage-contracts.js';
 
@@ -26,6 +31,8 @@ export interface ListenerDependencies {
   screen?: SessionScreen;
   tarpits?: TarpitSlots;
   quarantine?: QuarantineSink;
+  /** Forward-confirmed reverse DNS of clients (server.reverseDns); absent: none, Postfix hears NAME=[UNAVAILABLE]. */
+  reverseDns?: ReverseDnsLookup;
 }
 
 export class SmtpListener {
@@ -37,6 +44,8 @@ export class SmtpListener {
   /** Told the id of every session that ends (drain waits). */
   private readonly endWatchers = new Set<(id: string) => void>();
   private drainStarted = false;
+  /** Postfix's EHLO keywords as last seen; undefined until the first upstream connection. */
+  private upstreamCapabilities: ReadonlyMap<string, string> | undefined;
 
   constructor(private readonly deps: ListenerDependencies) {
     const { policy } = deps;
@@ -50,6 +59,9 @@ export class SmtpListener {
       dataStallTimeoutMs: policy.upstream.dataStallTimeoutMs,
       dataDoneTimeoutMs: policy.upstream.dataDoneTimeoutMs,
       observeReply: (step, milliseconds, code) => deps.observer.upstreamReply(step, milliseconds, code),
+      observeCapabilities: (capabilities) => {
+        this.upstreamCapabilities = capabilities;
+      },
     };
     this.relayNotices = onceNotices(deps.logger);
     this.shuttingDown = { code: 421, text: `4.3.2 ${policy.server.hostname} Service shutting down, try again later` };
@@ -143,20 +155,26 @@ export class SmtpListener {
       maxCommandLength: policy.limits.maxLineBytes,
       socketTimeout: policy.limits.idleTimeoutSeconds * 1000,
       closeTimeout: 10_000,
-      disableReverseLookup: !policy.server.reverseDns,
+      // Reverse DNS is ours (deps.reverseDns, forward-confirmed): smtp-server's is a bare PTR lookup,
+      // and a PTR alone is whatever the owner of the address wants it to say.
+      disableReverseLookup: true,
+      // A FIN from the client ends its input, not our replies (see command-handlers.ts).
+      allowHalfOpen: true,
       useProxy: policy.server.proxyProtocolFrom.length > 0 ? [...policy.server.proxyProtocolFrom] : false,
       useXClient: false,
       useXForward: false,
       authOptional: true,
-      disabledCommands: tls ? ['AUTH'] : ['AUTH', 'STARTTLS'],
+      // smtp-server's own extras (HELP, VRFY, sendmail's WIZ/SHELL/KILL jokes) are not Postfix's:
+      // "502 5.5.2 Error: command not recognized", as Postfix says to an unknown command.
+      disabledCommands: [...(tls ? [] : ['STARTTLS']), 'AUTH', 'HELP', 'VRFY', 'WIZ', 'SHELL', 'KILL', 'XCLIENT', 'XFORWARD'],
       hideSTARTTLS: !tls,
       hidePIPELINING: policy.server.hidePipelining,
-      // Postfix's replies carry their own enhanced status codes and we pass them through verbatim.
+      // Postfix's replies carry their own enhanced status codes and we pass them through verbatim;
+      // smtp-server's own replies get Postfix's codes in command-handlers.ts, which also advertises
+      // ENHANCEDSTATUSCODES and DSN.
       hideENHANCEDSTATUSCODES: true,
       logger: this.protocolObserver(),
       onConnect: (session, callback) => this.onConnect(session, callback),
-      onMailFrom: (address, session, callback) => this.onMailFrom(address, session, callback),
-      onRcptTo: (address, session, callback) => this.onRcptTo(address, session, callback),
       onData: (stream, session, callback) => this.onData(stream, session, callback),
       onClose: (session) => this.sessionEnded(session),
     };
@@ -176,6 +194,34 @@ export class SmtpListener {
     const live = new LiveSession(connection, new SessionRelay(this.upstreamOptions, this.relayNotices), deadline);
     if (policy.server.hidePipelining) connection._socket?.on('data', (chunk: Buffer) => live.rawChunk(chunk));
     this.sessions.set(connection.id, live);
+    const internals = connection as unknown as ConnectionInternals & { session: SMTPServerSession };
+    installCommandHandlers(internals, {
+      envelope: (verb, command) => this.onEnvelope(live, internals.session, verb, command),
+      ehloKeywords: (secure) => this.ehloKeywords(secure),
+      maxRecipients: policy.limits.maxRecipients,
+      // Everything the client sent before its FIN has been answered: nothing more can come.
+      inputEnded: () => {
+        if (!live.closed) connection.close();
+      },
+    });
+  }
+
+  /**
+   * What we advertise after EHLO, in Postfix's order: what Postfix offers (as last seen; its
+   * defaults before the first upstream connection) and the proxy carries. No CHUNKING (BDAT is not
+   * relayed), no VRFY or ETRN (the proxy cannot answer for Postfix's queue or users).
+   */
+  private ehloKeywords(secure: boolean): string[] {
+    const { policy } = this.deps;
+    const offers = (keyword: string): boolean => this.upstreamCapabilities?.has(keyword) ?? true;
+    const keywords: string[] = [];
+    if (!policy.server.hidePipelining) keywords.push('PIPELINING');
+    keywords.push(`SIZE ${policy.limits.maxMessageBytes}`);
+    if (policy.server.tls && !secure) keywords.push('STARTTLS');
+    keywords.push('ENHANCEDSTATUSCODES', '8BITMIME');
+    if (offers('DSN')) keywords.push('DSN');
+    if (offers('SMTPUTF8')) keywords.push('SMTPUTF8');
+    return keywords;
   }
 
   private onConnect(session: SMTPServerSession, callback: (error?: Error | null) => void): void {
@@ -184,6 +230,8 @@ export class SmtpListener {
     if (this.drainStarted) return this.refuse(live, this.shuttingDown, callback, 'server-shutdown');
     const refusal = this.deps.admission?.();
     if (refusal) return this.refuse(live, refusal, callback);
+    // Started now, awaited at the first MAIL: it adds no wait before the greeting.
+    live.reverseDns = this.deps.reverseDns?.(live.client);
     const screen = this.deps.screen;
     if (!screen) return callback();
     screen.atConnect({ address: live.client, port: live.connection.remotePort }).then((decision) => {
@@ -212,62 +260,71 @@ export class SmtpListener {
     callback(smtpError(reply));
   }
 
-  private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, callback: (error?: Error | null) => void): void {
-    const live = this.sessions.get(session.id);
-    if (!live) return callback(smtpError({ code: 421, text: '4.3.0 Session state lost' }));
+  /** MAIL and RCPT as the client sent them: the reply it gets, after the tarpit's delay. */
+  private onEnvelope(live: LiveSession, session: SMTPServerSession, verb: EnvelopeVerb, command: EnvelopeCommand): Promise<RelayReply> {
+    const refusal = refuseParameters(verb, command.parameters, {
+      dsn: this.upstreamCapabilities?.has('DSN') ?? true,
+      smtputf8: this.upstreamCapabilities?.has('SMTPUTF8') ?? true,
+      maxMessageBytes: this.deps.policy.limits.maxMessageBytes,
+    });
+    if (refusal) return Promise.resolve(refusal);
+    const reply = verb === 'MAIL' ? this.onMailFrom(live, session, command) : this.onRcptTo(live, command);
+    return reply.then((result) => new Promise<RelayReply>((resolve) => later(live.decision.replyDelayMs, () => resolve(result))), (error: Error) => {
+      this.internalErrorLogged(live, error);
+      return INTERNAL_ERROR;
+    });
+  }
+
+  private async onMailFrom(live: LiveSession, session: SMTPServerSession, command: EnvelopeCommand): Promise<RelayReply> {
     if (this.drainStarted) {
       // A transaction under way finishes; a new one is deferred, so the drain does not wait on it.
       live.end = 'server-shutdown';
-      return callback(smtpError(this.shuttingDown));
+      return this.shuttingDown;
     }
     live.helo = session.hostNameAppearsAs || undefined;
-    if (session.clientHostname && !session.clientHostname.startsWith('[')) live.clientName = session.clientHostname;
-    const transaction: TransactionRecord = { from: address.address, rcpt: [], rejected: [], outcome: 'incomplete' };
+    const names = clientNameFields(await live.reverseDns);
+    live.clientName = names.hostname;
+    const transaction: TransactionRecord = { from: command.address, rcpt: [], rejected: [], outcome: 'incomplete' };
     live.current = transaction;
     live.transactions.push(transaction);
-    live.mailParams = (address.args || {}) as Record<string, string | true>;
-    const declaredBytes = Number((address.args as Record<string, unknown> | undefined)?.SIZE ?? 0) || 0;
+    live.mailParams = Object.fromEntries(command.parameters.map(({ keyword, value }) => [keyword, value ?? true]));
+    const declared = parameterValue(command.parameters, 'SIZE');
+    const declaredBytes = typeof declared === 'string' ? Number(declared) : 0;
+    let result: RelayReply;
     if (live.decision.quarantine && this.deps.quarantine && !this.deps.quarantine.canAccept(declaredBytes)) {
       // Full quarantine: the sender retries later rather than losing mail or having it relayed.
-      return this.answer(live, Promise.resolve(SPOOL_FULL), (result) => {
-        transaction.outcome = 'deferred';
-        transaction.reply = `${result.code} ${result.text}`;
-        callback(smtpError(result));
-      }, callback);
-    }
-    const reply = live.decision.refuseRecipients
+      result = SPOOL_FULL;
+    } else if (live.decision.refuseRecipients) {
       // Every recipient will be refused: no need to cost Postfix a connection for this transaction.
-      ? Promise.resolve<RelayReply>({ code: 250, text: 'Accepted' })
-      : live.relay.mailFrom({
+      result = { code: 250, text: '2.1.0 Ok' };
+    } else {
+      result = await live.relay.mailFrom({
         address: session.remoteAddress,
         port: session.remotePort,
-        hostname: live.clientName,
+        ...names,
         helo: live.helo,
         protocol: session.openingCommand === 'HELO' ? 'SMTP' : 'ESMTP',
-      }, address.address, (address.args || {}) as CommandParameters);
-    this.answer(live, reply, (result) => {
-      if (result.code < 400) return callback();
+      }, command.path, command.parameters);
+    }
+    if (result.code >= 400) {
       transaction.outcome = result.code < 500 ? 'deferred' : 'rejected';
       transaction.reply = `${result.code} ${result.text}`;
-      callback(smtpError(result));
-    }, callback);
+    }
+    return result;
   }
 
-  private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: (error?: Error | null) => void): void {
-    const live = this.sessions.get(session.id);
-    const transaction = live?.current;
-    if (!live || !transaction) return callback(smtpError({ code: 503, text: '5.5.1 Error: need MAIL command' }));
+  private async onRcptTo(live: LiveSession, command: EnvelopeCommand): Promise<RelayReply> {
+    const transaction = live.current;
+    if (!transaction) return { code: 503, text: '5.5.1 Error: need MAIL command' };
     const refusal = live.decision.refuseRecipients;
-    const reply = refusal ? Promise.resolve(refusal) : live.relay.rcptTo(address.address, (address.args || {}) as CommandParameters);
-    this.answer(live, reply, (result) => {
-      if (result.code < 400) {
-        transaction.rcpt.push(address.address);
-        return callback();
-      }
-      transaction.rejected.push({ rcpt: address.address, reply: `${result.code} ${result.text}` });
-      if (refusal) transaction.outcome = refusal.code < 500 ? 'deferred' : 'rejected';
-      callback(smtpError(result));
-    }, callback);
+    const result = refusal ?? await live.relay.rcptTo(command.path, command.parameters);
+    if (result.code < 400) {
+      transaction.rcpt.push(command.address);
+      return result;
+    }
+    transaction.rejected.push({ rcpt: command.address, reply: `${result.code} ${result.text}` });
+    if (refusal) transaction.outcome = refusal.code < 500 ? 'deferred' : 'rejected';
+    return result;
   }
 
   private onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback: (error?: Error | null, message?: string) => void): void {
@@ -391,8 +448,12 @@ export class SmtpListener {
 
   /** A bug of ours must not leave the client hanging or say 250: 451, logged with the stack. */
   private internalError(live: LiveSession, error: Error): Error {
+    this.internalErrorLogged(live, error);
+    return smtpError(INTERNAL_ERROR);
+  }
+
+  private internalErrorLogged(live: LiveSession, error: Error): void {
     this.deps.logger.error({ err: error, session: live.id }, 'internal error in session');
-    return smtpError({ code: 451, text: '4.3.0 Internal error, try again later' });
   }
 
   /**
@@ -418,6 +479,7 @@ export class SmtpListener {
 }
 
 const SPOOL_FULL: RelayReply = { code: 452, text: '4.3.1 Insufficient system storage, try again later' };
+const INTERNAL_ERROR: RelayReply = { code: 451, text: '4.3.0 Internal error, try again later' };
 
 /** Runs fn after ms (at once when 0); the timer does not keep the process alive. */
 function later(ms: number, fn: () => void): void {

@@ -1,6 +1,7 @@
 // The state of one client session while it runs, fed by the protocol events the listener observes
 // (every command and reply), and turned into the SessionRecord at its end. No smtp-server types
 // here: the listener translates its events into these calls.
+import type { ReverseDnsResult } from '../dns/fcrdns.js';
 import type { RelayReply, SessionRelay } from '../relay/session-relay.js';
 import { noMisbehaviour, sessionOutcome, type Misbehaviour, type SessionEnd, type SessionRecord, type TransactionRecord } from '../session/record.js';
 import { SEGMENT_BYTES } from '../detect/sfds.js';
@@ -65,6 +66,8 @@ export class LiveSession {
   packets = 0;
   helo?: string;
   clientName?: string;
+  /** The client's forward-confirmed reverse DNS, started at connect. */
+  reverseDns?: Promise<ReverseDnsResult> | undefined;
   /** MAIL FROM parameters of the current transaction, kept for the quarantine record. */
   mailParams: Record<string, string | true> = {};
 
@@ -103,7 +106,7 @@ export class LiveSession {
     this.bytesOut += payload.length + 2;
     if (!this.greeted && code === 220) this.greeted = true;
     if (code === 354) this.inData = true;
-    if (code === 500) this.misbehaviour.unknownCommands += 1;
+    if (code === 500 || code === 502) this.misbehaviour.unknownCommands += 1;
     if (code >= 500) this.misbehaviour.errors += 1;
     if (code === 421 && this.end === undefined) this.end = endFromClosingReply(payload, this.greeted);
     this.pairs.replySent(code, this.refusing);

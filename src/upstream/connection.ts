@@ -26,6 +26,8 @@ export interface UpstreamOptions extends UpstreamTimeouts {
    * a timeout is told as its full wait with no code.
    */
   observeReply?: (step: string, milliseconds: number, code: number | undefined) => void;
+  /** Told Postfix's EHLO keywords at each opening, so the listener advertises what Postfix offers. */
+  observeCapabilities?: (capabilities: ReadonlyMap<string, string>) => void;
 }
 
 export type UpstreamFailure = 'connect' | 'timeout' | 'closed' | 'protocol' | 'refused';
@@ -78,6 +80,7 @@ export class UpstreamConnection {
       if (greeting.code !== 220) return connection.refusedOpening(greeting, false, started);
       let reply = await connection.hello();
       if (reply.code !== 250) return connection.refusedOpening(reply, false, started);
+      options.observeCapabilities?.(connection.capabilities);
 
       const xclient = connection.capabilities.get('XCLIENT');
       if (options.xclient === 'off' || (xclient === undefined && options.xclient === 'auto')) {
@@ -89,9 +92,10 @@ export class UpstreamConnection {
       }
       reply = await connection.command(xclientCommand(client, xclient), 'xclient');
       if (reply.code !== 220) return connection.refusedOpening(reply, true, started);
-      // Postfix takes the HELO name from the EHLO after XCLIENT (it overrides XCLIENT HELO), so that
-      // EHLO must carry the client's own name for Postfix's HELO checks and logs.
-      reply = await connection.hello(client.helo);
+      // Postfix takes the HELO name and the protocol from the HELO/EHLO after XCLIENT (it overrides
+      // XCLIENT HELO and PROTO), so that command is the client's own: its name, and HELO for a client
+      // that said HELO, or Postfix's Received line and smtpd_helo_restrictions would see ESMTP.
+      reply = await connection.hello(client.helo, client.protocol === 'SMTP' ? 'HELO' : 'EHLO');
       if (reply.code !== 250) return connection.refusedOpening(reply, true, started);
       return { connection, reply, xclientSent: true, connectMs: performance.now() - started };
     } catch (error) {
@@ -104,17 +108,20 @@ export class UpstreamConnection {
     return this.failure === undefined && !this.socket.destroyed;
   }
 
-  /** Sends one command line and waits for its reply. */
-  command(line: string, step: string, timeoutMs = this.options.replyTimeoutMs): Promise<SmtpReply> {
+  /**
+   * Sends one command line and waits for its reply. A Buffer goes out byte for byte (a client's
+   * envelope as it sent it); a string as UTF-8.
+   */
+  command(line: string | Buffer, step: string, timeoutMs = this.options.replyTimeoutMs): Promise<SmtpReply> {
     const reply = this.expectReply(step, timeoutMs);
-    this.write(`${line}\r\n`);
+    this.write(typeof line === 'string' ? `${line}\r\n` : Buffer.concat([line, CRLF]));
     return reply;
   }
 
   /** Sends several commands in one write (RFC 2920 pipelining) and waits for all their replies. */
-  pipeline(commands: ReadonlyArray<{ line: string; step: string }>): Promise<SmtpReply[]> {
+  pipeline(commands: ReadonlyArray<{ line: string | Buffer; step: string }>): Promise<SmtpReply[]> {
     const replies = commands.map(({ step }) => this.expectReply(step, this.options.replyTimeoutMs));
-    this.write(commands.map(({ line }) => `${line}\r\n`).join(''));
+    this.write(Buffer.concat(commands.flatMap(({ line }) => [typeof line === 'string' ? Buffer.from(line) : line, CRLF])));
     return Promise.all(replies);
   }
 
@@ -129,6 +136,11 @@ export class UpstreamConnection {
   async data(message: Readable, abortReason: () => string | undefined): Promise<SmtpReply> {
     const start = await this.command('DATA', 'data');
     if (start.code !== 354) return start;
+    if (message.destroyed && !message.readableEnded) {
+      // The client went away while Postfix was answering DATA: its stream's 'close' has come and gone.
+      this.destroy();
+      throw new UpstreamError('refused', 'data', 'client went away during DATA');
+    }
     const stuffer = new DotStuffer();
     // Chunks written in one turn of the event loop go out in one write, and so do the last chunk and
     // the final dot (the stream's 'end' comes before the next turn): one syscall less per message.
@@ -199,7 +211,12 @@ export class UpstreamConnection {
     this.socket.destroy();
   }
 
-  private async hello(name = this.options.heloName): Promise<SmtpReply> {
+  /**
+   * EHLO (HELO when Postfix refuses it). The capabilities come from an EHLO: a HELO after XCLIENT
+   * (for a HELO client) keeps those of the proxy's own EHLO before it, which are Postfix's all the same.
+   */
+  private async hello(name = this.options.heloName, verb: 'EHLO' | 'HELO' = 'EHLO'): Promise<SmtpReply> {
+    if (verb === 'HELO') return this.command(`HELO ${name}`, 'helo');
     let reply = await this.command(`EHLO ${name}`, 'ehlo');
     if (reply.code >= 500) reply = await this.command(`HELO ${name}`, 'helo');
     this.capabilities = reply.code === 250 ? parseCapabilities(reply) : new Map();
@@ -300,6 +317,8 @@ export class UpstreamConnection {
     return this.pending[0]?.step ?? 'idle';
   }
 }
+
+const CRLF = Buffer.from('\r\n');
 
 function connectSocket(options: UpstreamOptions): Promise<net.Socket> {
   return new Promise<net.Socket>((resolve, reject) => {

@@ -109,7 +109,7 @@ describe('PROXY protocol', () => {
     // From an untrusted peer the header is just a bad command: the session never takes its address.
     const untrusted = await SmtpDialog.connect(proxy.port);
     expect((await untrusted.reply()).code).toBe(220);
-    expect((await untrusted.command('PROXY TCP4 203.0.113.9 127.0.0.1 40000 25')).code).toBe(500);
+    expect((await untrusted.command('PROXY TCP4 203.0.113.9 127.0.0.1 40000 25')).code).toBe(502);
     untrusted.destroy();
     const records = await proxy.waitForSessions(2);
     expect(records.map((record) => record.client)).toEqual(['198.51.100.7', '127.0.0.1']);
