@@ -78,7 +78,9 @@ export async function deliverEntry(
       connection.quit();
       return { replies: everyone(mail.code, replyText(mail)), xclientSent };
     }
-    for (const recipient of meta.recipients) rcptReplies.set(recipient, await connection.command(`RCPT TO:<${recipient}>`, 'rcpt'));
+    for (const recipient of meta.recipients) {
+      rcptReplies.set(recipient, await connection.command(`RCPT TO:<${recipient}>${recipientParameters(meta, recipient, connection.capabilities)}`, 'rcpt'));
+    }
     const accepted = meta.recipients.filter((recipient) => (rcptReplies.get(recipient)?.code ?? 500) < 300);
     if (accepted.length === 0) {
       connection.quit();
@@ -124,6 +126,13 @@ function mailParameters(meta: EntryMeta, capabilities: Map<string, string>): str
     else if (/^[\x21-\x7e]+$/.test(value)) out += ` ${name}=${value}`;
   }
   return out;
+}
+
+/** A recipient's DSN parameters as the client sent them, when Postfix offers DSN and they are plain ASCII words. */
+function recipientParameters(meta: EntryMeta, recipient: string, capabilities: Map<string, string>): string {
+  const params = meta.recipientParams?.[recipient];
+  if (!params || !capabilities.has('DSN')) return '';
+  return /^( [A-Z]+=[\x21-\x7e]+)+$/.test(params) ? params : '';
 }
 
 export interface NoticeOptions {

@@ -36,6 +36,8 @@ export interface NewEntry {
   mailFrom: MailFrom;
   /** Accepted recipients only. */
   recipients: string[];
+  /** DSN parameters of a recipient (" NOTIFY=SUCCESS ORCPT=rfc822;a+2Bb@x"), the client's xtext kept. */
+  recipientParams?: Record<string, string>;
   verdict: Verdict;
   /** Defaults to the spool clock at the start of write(). */
   receivedAtMs?: number;
@@ -53,6 +55,7 @@ export interface EntryMeta {
   client: ClientInfo;
   mailFrom: MailFrom;
   recipients: string[];
+  recipientParams?: Record<string, string>;
   /** Bytes of the message file: our Received header plus the message as received (unstuffed). */
   sizeBytes: number;
   verdict: Verdict;
@@ -105,6 +108,7 @@ const metaSchema = z.object({
     params: z.record(z.string(), z.union([z.string(), z.literal(true)])),
   }),
   recipients: z.array(z.string()),
+  recipientParams: z.record(z.string(), z.string()).optional(),
   sizeBytes: nonNegativeInt,
   verdict: z.object({ reasons: z.array(z.string()), score: z.number() }),
   attempts: nonNegativeInt,
@@ -124,6 +128,7 @@ export function freezeMeta(meta: EntryMeta): EntryMeta {
   Object.freeze(meta.mailFrom.params);
   Object.freeze(meta.mailFrom);
   Object.freeze(meta.recipients);
+  if (meta.recipientParams) Object.freeze(meta.recipientParams);
   Object.freeze(meta.verdict.reasons);
   Object.freeze(meta.verdict);
   return Object.freeze(meta);

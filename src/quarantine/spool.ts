@@ -169,6 +169,7 @@ export class QuarantineSpool {
         version: 1, id, receivedAtMs, client: { ...entry.client },
         mailFrom: { address: entry.mailFrom.address, params: { ...entry.mailFrom.params } },
         recipients: [...entry.recipients], sizeBytes: streamedBytes,
+        ...(entry.recipientParams ? { recipientParams: { ...entry.recipientParams } } : {}),
         verdict: { reasons: [...entry.verdict.reasons], score: entry.verdict.score }, attempts: 0,
         nextAttemptAtMs: entry.nextAttemptAtMs ?? receivedAtMs, state: 'held',
       });

@@ -18,7 +18,7 @@ import { dataOutcome, type SessionEnd, type SessionRecord, type TransactionRecor
 import type { UpstreamOptions } from '../upstream/connection.js';
 import { clientNameFields } from '../upstream/xclient.js';
 import { installCommandHandlers, type ConnectionInternals } from './command-handlers.js';
-import { parameterValue, refuseParameters, type EnvelopeCommand, type EnvelopeVerb } from './envelope-command.js';
+import { formatParameters, parameterValue, refuseParameters, type EnvelopeCommand, type EnvelopeVerb } from './envelope-command.js';
 import { LiveSession, type SmtpConnectionHandle } from './live-session.js';
 import { MessageTooBigError, type QuarantineEntry, type QuarantineSink, type SessionObserver, type SessionScreen, type TarpitSlots } from './stage-contracts.js';
 
@@ -288,6 +288,7 @@ export class SmtpListener {
     live.current = transaction;
     live.transactions.push(transaction);
     live.mailParams = Object.fromEntries(command.parameters.map(({ keyword, value }) => [keyword, value ?? true]));
+    live.recipientParams = {};
     const declared = parameterValue(command.parameters, 'SIZE');
     const declaredBytes = typeof declared === 'string' ? Number(declared) : 0;
     let result: RelayReply;
@@ -320,6 +321,8 @@ export class SmtpListener {
     const result = refusal ?? await live.relay.rcptTo(command.path, command.parameters);
     if (result.code < 400) {
       transaction.rcpt.push(command.address);
+      const dsn = formatParameters(command.parameters.filter(({ keyword }) => keyword === 'NOTIFY' || keyword === 'ORCPT'));
+      if (dsn !== '') live.recipientParams[command.address] = dsn;
       return result;
     }
     transaction.rejected.push({ rcpt: command.address, reply: `${result.code} ${result.text}` });
@@ -382,6 +385,7 @@ export class SmtpListener {
       client: { address: live.client, port: live.connection.remotePort, helo: live.helo ?? '' , ...(live.clientName ? { hostname: live.clientName } : {}) },
       mailFrom: { address: transaction.from, params: live.mailParams },
       recipients: [...transaction.rcpt],
+      ...(Object.keys(live.recipientParams).length > 0 ? { recipientParams: { ...live.recipientParams } } : {}),
       verdict,
       protocol: session.openingCommand === 'HELO' ? 'SMTP' : 'ESMTP',
     };

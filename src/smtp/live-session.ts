@@ -70,6 +70,8 @@ export class LiveSession {
   reverseDns?: Promise<ReverseDnsResult> | undefined;
   /** MAIL FROM parameters of the current transaction, kept for the quarantine record. */
   mailParams: Record<string, string | true> = {};
+  /** DSN parameters of the current transaction's accepted recipients, for the quarantine record. */
+  recipientParams: Record<string, string> = {};
 
   constructor(
     readonly connection: SmtpConnectionHandle,

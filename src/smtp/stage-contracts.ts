@@ -33,6 +33,8 @@ export interface QuarantineEntry {
   client: { address: string; port: number; hostname?: string; helo: string };
   mailFrom: { address: string; params: Record<string, string | true> };
   recipients: string[];
+  /** DSN parameters per accepted recipient (NOTIFY, ORCPT), as the client sent them: a release carries them. */
+  recipientParams?: Record<string, string>;
   verdict: { reasons: string[]; score: number };
   protocol: string;
 }

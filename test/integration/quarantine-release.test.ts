@@ -273,6 +273,19 @@ describe('release batches', () => {
     expect(h.launches.map((launch) => launch.inFlight)).toEqual([0, 1, 1, 1, 1]);
   });
 
+  it('carries the DSN parameters the client sent, xtext intact, on MAIL and on each RCPT', async () => {
+    const h = await harness({ nowMs: WED_2330_BERLIN });
+    await h.add({
+      mailFrom: { address: 'sender@remote.test', params: { RET: 'HDRS', ENVID: 'abc+2Bdef' } },
+      recipients: ['victim@example.test', 'other@example.test'],
+      recipientParams: { 'victim@example.test': ' NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;victim+2Btag@example.test' },
+    });
+    expect((await h.scheduler.tick()).outcomes).toEqual({ released: 1 });
+    expect(h.upstream.commands).toContainEqual(expect.stringMatching(/^MAIL FROM:<sender@remote\.test> SIZE=\d+ RET=HDRS ENVID=abc\+2Bdef$/));
+    expect(h.upstream.commands).toContain('RCPT TO:<victim@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;victim+2Btag@example.test');
+    expect(h.upstream.commands).toContain('RCPT TO:<other@example.test>');
+  });
+
   it('delivers released mail byte-exact with XCLIENT naming the original client, then removes it', async () => {
     const h = await harness({ nowMs: WED_2330_BERLIN });
     const entry = await h.add();
