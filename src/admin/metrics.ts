@@ -163,6 +163,7 @@ export class ProxyMetrics {
   sessionEnded(record: SessionRecord): void {
     this.sessions.inc({ end: record.end });
     for (const transaction of record.transactions) this.transactions.inc({ outcome: transaction.outcome });
+    for (const [outcome, count] of Object.entries(record.transactionsNotListed ?? {})) this.transactions.inc({ outcome }, count);
   }
 
   async render(): Promise<{ contentType: string; body: string }> {

@@ -2,14 +2,23 @@
 // Built up by the listener; the summary functions here are pure so they can be tested alone.
 import type { PairCounts } from '../smtp/pair-tracker.js';
 
+/** Refused recipients listed per transaction, and transactions listed per session; beyond, counted. */
+export const MAX_LISTED_REJECTIONS = 10;
+export const MAX_LISTED_TRANSACTIONS = 20;
+
 export type TransactionOutcome = 'relayed' | 'quarantined' | 'rejected' | 'deferred' | 'aborted' | 'incomplete';
 
 export interface TransactionRecord {
   from: string;
   /** Recipients Postfix accepted. */
   rcpt: string[];
-  /** Recipients refused, with the reply the client got. */
+  /**
+   * Recipients refused, with the reply the client got: the first MAX_LISTED_REJECTIONS of them, so
+   * a client that sends RCPT after RCPT grows neither the session's memory nor its log line.
+   */
   rejected: Array<{ rcpt: string; reply: string }>;
+  /** Refusals beyond those listed. */
+  rejectedNotListed?: number;
   outcome: TransactionOutcome;
   /** The last reply of the transaction as the client got it (queue id included when relayed). */
   reply?: string;
@@ -46,7 +55,9 @@ export interface SessionRecord {
   helo?: string;
   local: string;
   localPort: number;
+  /** The first MAX_LISTED_TRANSACTIONS transactions; the outcomes of later ones are only counted. */
   transactions: TransactionRecord[];
+  transactionsNotListed?: Partial<Record<TransactionOutcome, number>>;
   outcome: TransactionOutcome | 'no-transaction' | SessionEnd;
   end: SessionEnd;
   pairs: PairCounts;
@@ -68,10 +79,14 @@ export interface SessionRecord {
  * One word for the whole session: the best thing that happened to its mail, or, when no
  * transaction was started, the way it ended (refused, early talker, timeout ...).
  */
-export function sessionOutcome(transactions: TransactionRecord[], end: SessionEnd): SessionRecord['outcome'] {
+export function sessionOutcome(
+  transactions: TransactionRecord[],
+  end: SessionEnd,
+  notListed: Partial<Record<TransactionOutcome, number>> = {},
+): SessionRecord['outcome'] {
   const ranking: TransactionOutcome[] = ['relayed', 'quarantined', 'deferred', 'rejected', 'aborted', 'incomplete'];
   for (const outcome of ranking) {
-    if (transactions.some((transaction) => transaction.outcome === outcome)) return outcome;
+    if ((notListed[outcome] ?? 0) > 0 || transactions.some((transaction) => transaction.outcome === outcome)) return outcome;
   }
   return end === 'quit' || end === 'dropped' ? 'no-transaction' : end;
 }

@@ -262,6 +262,12 @@ export class SmtpListener {
 
   /** MAIL and RCPT as the client sent them: the reply it gets, after the tarpit's delay. */
   private onEnvelope(live: LiveSession, session: SMTPServerSession, verb: EnvelopeVerb, command: EnvelopeCommand): Promise<RelayReply> {
+    // Postfix's smtpd_hard_error_limit (20): a client refused that often is done. Without it, once
+    // Postfix has hung up on such a client, every further RCPT would be ours to answer at no cost.
+    if (live.errorReplies >= HARD_ERROR_LIMIT) {
+      live.end ??= 'refused';
+      return Promise.resolve({ code: 421, text: `4.7.0 ${this.deps.policy.server.hostname} Error: too many errors` });
+    }
     const refusal = refuseParameters(verb, command.parameters, {
       dsn: this.upstreamCapabilities?.has('DSN') ?? true,
       smtputf8: this.upstreamCapabilities?.has('SMTPUTF8') ?? true,
@@ -285,8 +291,7 @@ export class SmtpListener {
     const names = clientNameFields(await live.reverseDns);
     live.clientName = names.hostname;
     const transaction: TransactionRecord = { from: command.address, rcpt: [], rejected: [], outcome: 'incomplete' };
-    live.current = transaction;
-    live.transactions.push(transaction);
+    live.startTransaction(transaction);
     live.mailParams = Object.fromEntries(command.parameters.map(({ keyword, value }) => [keyword, value ?? true]));
     live.recipientParams = {};
     const declared = parameterValue(command.parameters, 'SIZE');
@@ -325,7 +330,7 @@ export class SmtpListener {
       if (dsn !== '') live.recipientParams[command.address] = dsn;
       return result;
     }
-    transaction.rejected.push({ rcpt: command.address, reply: `${result.code} ${result.text}` });
+    live.recipientRefused(transaction, command.address, `${result.code} ${result.text}`);
     if (refusal) transaction.outcome = refusal.code < 500 ? 'deferred' : 'rejected';
     return result;
   }
@@ -483,6 +488,8 @@ export class SmtpListener {
 }
 
 const SPOOL_FULL: RelayReply = { code: 452, text: '4.3.1 Insufficient system storage, try again later' };
+/** Postfix's default smtpd_hard_error_limit: error replies after which the session is closed. */
+const HARD_ERROR_LIMIT = 20;
 const INTERNAL_ERROR: RelayReply = { code: 451, text: '4.3.0 Internal error, try again later' };
 
 /** Runs fn after ms (at once when 0); the timer does not keep the process alive. */

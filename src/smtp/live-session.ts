@@ -3,7 +3,17 @@
 // here: the listener translates its events into these calls.
 import type { ReverseDnsResult } from '../dns/fcrdns.js';
 import type { RelayReply, SessionRelay } from '../relay/session-relay.js';
-import { noMisbehaviour, sessionOutcome, type Misbehaviour, type SessionEnd, type SessionRecord, type TransactionRecord } from '../session/record.js';
+import {
+  MAX_LISTED_REJECTIONS,
+  MAX_LISTED_TRANSACTIONS,
+  noMisbehaviour,
+  sessionOutcome,
+  type Misbehaviour,
+  type SessionEnd,
+  type SessionRecord,
+  type TransactionOutcome,
+  type TransactionRecord,
+} from '../session/record.js';
 import { SEGMENT_BYTES } from '../detect/sfds.js';
 import { PairTracker } from './pair-tracker.js';
 
@@ -43,7 +53,13 @@ const HTTP_COMMAND = /^(GET|HEAD|POST|PUT|DELETE|OPTIONS|TRACE|CONNECT|PATCH) \S
 export class LiveSession {
   readonly startedAtMs = Date.now();
   readonly pairs = new PairTracker();
+  /** The first MAX_LISTED_TRANSACTIONS transactions; later ones are counted by outcome when they end. */
   readonly transactions: TransactionRecord[] = [];
+  private readonly transactionsNotListed: Partial<Record<TransactionOutcome, number>> = {};
+  /** The latest transaction when it is beyond the listed ones: counted once it is over. */
+  private unlisted: TransactionRecord | undefined;
+  /** 4xx and 5xx replies so far (Postfix's error_count, which its smtpd_hard_error_limit bounds). */
+  errorReplies = 0;
   readonly misbehaviour: Misbehaviour = noMisbehaviour();
   current: TransactionRecord | undefined;
   decision: ScreenDecision = PASS;
@@ -87,6 +103,20 @@ export class LiveSession {
     return this.connection.remoteAddress;
   }
 
+  /** A new transaction (MAIL FROM): listed while there is room, else counted when it is over. */
+  startTransaction(transaction: TransactionRecord): void {
+    this.settleUnlisted();
+    this.current = transaction;
+    if (this.transactions.length < MAX_LISTED_TRANSACTIONS) this.transactions.push(transaction);
+    else this.unlisted = transaction;
+  }
+
+  /** A refused recipient: listed while there is room, else counted (memory and log line stay bounded). */
+  recipientRefused(transaction: TransactionRecord, rcpt: string, reply: string): void {
+    if (transaction.rejected.length < MAX_LISTED_REJECTIONS) transaction.rejected.push({ rcpt: rcpt.slice(0, 256), reply: reply.slice(0, 512) });
+    else transaction.rejectedNotListed = (transaction.rejectedNotListed ?? 0) + 1;
+  }
+
   /** A command line arrived. Returns true when it answered an open pair (a normal pair). */
   commandReceived(line: string): boolean {
     this.commands += 1;
@@ -110,6 +140,7 @@ export class LiveSession {
     if (code === 354) this.inData = true;
     if (code === 500 || code === 502) this.misbehaviour.unknownCommands += 1;
     if (code >= 500) this.misbehaviour.errors += 1;
+    if (code >= 400) this.errorReplies += 1;
     if (code === 421 && this.end === undefined) this.end = endFromClosingReply(payload, this.greeted);
     this.pairs.replySent(code, this.refusing);
   }
@@ -130,9 +161,18 @@ export class LiveSession {
     if (lines >= 2) this.misbehaviour.pipelining += 1;
   }
 
+  /** The transaction before this one was not listed: its outcome is final now, count it. */
+  private settleUnlisted(): void {
+    if (!this.unlisted) return;
+    const { outcome } = this.unlisted;
+    this.transactionsNotListed[outcome] = (this.transactionsNotListed[outcome] ?? 0) + 1;
+    this.unlisted = undefined;
+  }
+
   /** Closes the books: the abnormal pair if any, and the record to log. */
   finish(): SessionRecord {
     this.closed = true;
+    this.settleUnlisted();
     const end = this.end ?? (this.lastCommand === 'QUIT' ? 'quit' : 'dropped');
     const record: SessionRecord = {
       session: this.id,
@@ -141,7 +181,7 @@ export class LiveSession {
       local: this.connection.localAddress,
       localPort: this.connection.localPort,
       transactions: this.transactions,
-      outcome: sessionOutcome(this.transactions, end),
+      outcome: sessionOutcome(this.transactions, end, this.transactionsNotListed),
       end,
       pairs: this.pairs.end(),
       commands: this.commands,
@@ -152,6 +192,7 @@ export class LiveSession {
       screen: this.decision.label,
       durationMs: Date.now() - this.startedAtMs,
     };
+    if (Object.keys(this.transactionsNotListed).length > 0) record.transactionsNotListed = { ...this.transactionsNotListed };
     if (this.clientName) record.clientName = this.clientName;
     if (this.helo) record.helo = this.helo;
     if (this.relay.upstreamConnectMs !== undefined) {

@@ -188,3 +188,41 @@ describe('replies in Postfix\'s words', () => {
     dialog.destroy();
   });
 });
+
+describe('what one session may keep', () => {
+  it('closes with 421 after Postfix\'s hard error limit (20), and lists only the first refusals', async () => {
+    const dialog = await SmtpDialog.connect(proxy.port);
+    await dialog.reply();
+    await dialog.command('EHLO many.test');
+    await dialog.command('MAIL FROM:<a@sender.test>');
+    dialog.write(Array.from({ length: 1000 }, () => 'RCPT TO:<nobody@example.test>\r\n').join(''));
+    const replies = [];
+    for (let index = 0; index < 21; index += 1) replies.push(await dialog.reply());
+    expect(replies.slice(0, 20).every((reply) => reply.code === 550)).toBe(true);
+    expect(replies[20]).toEqual({ code: 421, text: `4.7.0 ${proxy.policy.server.hostname} Error: too many errors` });
+    expect(await dialog.closedByServer()).toBe(true);
+    const [record] = await proxy.waitForSessions(1);
+    expect(record?.transactions[0]?.rejected).toHaveLength(10);
+    expect(record?.transactions[0]?.rejectedNotListed).toBe(10);
+    expect(JSON.stringify(record).length).toBeLessThan(16_384);
+    expect(upstream.commands.filter((line) => line.startsWith('RCPT')).length).toBe(20);
+  });
+
+  it('lists the first 20 transactions of a session and counts the rest by outcome', async () => {
+    const dialog = await SmtpDialog.connect(proxy.port);
+    await dialog.reply();
+    await dialog.command('EHLO bulk.test');
+    for (let index = 0; index < 25; index += 1) {
+      await dialog.command('MAIL FROM:<a@sender.test>');
+      await dialog.command('RCPT TO:<b@example.test>');
+      await dialog.command('DATA');
+      expect((await dialog.command(`Subject: ${index}\r\n\r\nbody\r\n.`)).code).toBe(250);
+    }
+    await dialog.command('QUIT');
+    const [record] = await proxy.waitForSessions(1);
+    expect(record?.transactions).toHaveLength(20);
+    expect(record?.transactionsNotListed).toEqual({ relayed: 5 });
+    expect(record?.outcome).toBe('relayed');
+    expect(upstream.messages).toHaveLength(25);
+  });
+});
