@@ -84,11 +84,12 @@ const upstreamSchema = z.strictObject({
   /** Our EHLO name towards Postfix; defaults to server.hostname. */
   heloName: z.string().min(1).optional(),
   /**
-   * auto: send XCLIENT when Postfix offers it (and warn when it does not);
-   * required: refuse to relay (451) when Postfix does not offer it;
+   * required (the default): refuse to relay (451) when Postfix does not offer XCLIENT, because
+   * relaying as the proxy, a loopback client inside Debian's default mynetworks, is an open relay;
+   * auto: send it when Postfix offers it (and warn when it does not);
    * off: never send it (Postfix then sees the proxy as the client: mind your relay restrictions).
    */
-  xclient: z.enum(['auto', 'required', 'off']).default('auto'),
+  xclient: z.enum(['auto', 'required', 'off']).default('required'),
   connectTimeoutMs: positiveInt.default(5_000),
   /** Greeting, EHLO, XCLIENT, MAIL, RCPT, DATA, RSET replies. */
   replyTimeoutMs: positiveInt.default(60_000),

@@ -18,7 +18,8 @@ export interface RelayReply {
 
 /** Where the relay reports set-up faults; the listener logs each kind once per process, not per session. */
 export interface RelayNotices {
-  xclientNotOffered(upstream: string): void;
+  /** required: the mail is deferred (upstream.xclient: required); else relayed as the proxy. */
+  xclientNotOffered(upstream: string, required: boolean): void;
   xclientRefused(upstreamReply: string): void;
 }
 
@@ -157,11 +158,12 @@ export class SessionRelay {
         return fromUpstream(opened.reply);
       }
       if (!opened.xclientSent && this.options.xclient === 'auto') {
-        this.notices.xclientNotOffered(`${this.options.host}:${this.options.port}`);
+        this.notices.xclientNotOffered(`${this.options.host}:${this.options.port}`, false);
       }
       this.upstream = opened.connection;
       return undefined;
     } catch (error) {
+      if (error instanceof UpstreamError && error.step === 'xclient') this.notices.xclientNotOffered(`${this.options.host}:${this.options.port}`, true);
       return this.pathFailure(error, 'connect');
     }
   }

@@ -507,13 +507,15 @@ function onceNotices(logger: Logger): RelayNotices {
     log();
   };
   return {
-    xclientNotOffered: (upstream) => once('xclient-not-offered', () => logger.warn(
-      { upstream },
-      'Postfix does not offer XCLIENT to the proxy, so it sees the proxy as the client: set smtpd_authorized_xclient_hosts',
-    )),
-    xclientRefused: (upstreamReply) => once('xclient-refused', () => logger.error(
+    xclientNotOffered: (upstream, required) => once(`xclient-not-offered-${required}`, () => (required
+      ? logger.error({ upstream }, 'Postfix does not offer XCLIENT to the proxy, and upstream.xclient is required: mail is deferred with 451 until smtpd_authorized_xclient_hosts lists this proxy')
+      : logger.warn({ upstream }, 'Postfix does not offer XCLIENT to the proxy, so it sees the proxy as the client: set smtpd_authorized_xclient_hosts'))),
+    // Postfix's own reply is the reason: "550 5.7.0 Error: insufficient authorization" means this
+    // proxy is not in smtpd_authorized_xclient_hosts, "501 5.5.4 Bad ADDR syntax" for an IPv6
+    // client means a Postfix without IPv6 (inet_protocols). Each distinct reply is logged once.
+    xclientRefused: (upstreamReply) => once(`xclient-refused-${upstreamReply.slice(0, 40)}`, () => logger.error(
       { upstreamReply },
-      'Postfix refused XCLIENT: list this proxy in smtpd_authorized_xclient_hosts (mail is deferred with 451 meanwhile)',
+      `Postfix refused XCLIENT: ${upstreamReply} (mail is deferred with 451 meanwhile)`,
     )),
   };
 }

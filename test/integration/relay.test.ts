@@ -77,8 +77,9 @@ describe('relay', () => {
     dialog.destroy();
   });
 
-  it('defers with 451 when XCLIENT is required and Postfix does not offer it', async () => {
-    const { upstream, proxy } = await setUp({ xclient: false }, 'upstream:\n  xclient: required\n');
+  it('defers with 451 when XCLIENT is required (the default) and Postfix does not offer it', async () => {
+    const { upstream, proxy } = await setUp({ xclient: false });
+    expect(proxy.policy.upstream.xclient).toBe('required');
     const dialog = await greet(proxy.port);
     const reply = await dialog.command('MAIL FROM:<a@sender.test>');
     expect(reply.code).toBe(451);
