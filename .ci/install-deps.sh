@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond npm packages, from Debian, when missing:
-# Postfix (end-to-end tests and benchmarks: postfix, smtp-source, smtp-sink), swaks and Python's
-# smtplib (real clients), Redis (contract tests), softflowd with nfdump (the NetFlow pipeline of the
+# Postfix (end-to-end tests and benchmarks: postfix, smtp-source, smtp-sink), swaks, msmtp, curl and
+# Python's smtplib (real clients; Exim's .debs are fetched by the interop test itself), Redis (contract tests), softflowd with nfdump (the NetFlow pipeline of the
 # offline SFDS e2e test), nftables (the firewall script and the deployment checks), systemd
 # (systemd-analyze on the units), dnsmasq (reverse DNS tests) and Chromium (the dashboard's browser test); then makes sure a Redis
 # answers on 127.0.0.1:6379. Idempotent; run as root (CI is).
@@ -10,6 +10,8 @@ set -euo pipefail
 missing=()
 [ -x /usr/sbin/postfix ] || missing+=(postfix)
 command -v swaks >/dev/null || missing+=(swaks)
+command -v msmtp >/dev/null || missing+=(msmtp)
+command -v curl >/dev/null || missing+=(curl)
 command -v python3 >/dev/null || missing+=(python3)
 command -v redis-server >/dev/null || missing+=(redis-server)
 # The dashboard's browser test drives Debian's Chromium through playwright-core (no downloaded browser).

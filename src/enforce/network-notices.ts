@@ -240,6 +240,13 @@ async function sendThroughRelay(settings: Policy['notices'], hostname: string, m
   }
 }
 
+/**
+ * Dry-run notices name contacts and flooding sources: the spool's modes (owner writes, its group reads,
+ * nobody else), not whatever the umask leaves.
+ */
+const DRY_RUN_DIR_MODE = 0o750;
+const DRY_RUN_FILE_MODE = 0o640;
+
 /** The notice as an .eml file (written whole, then renamed into place, so a reader never sees half of one). */
 async function writeEml(directory: string, message: Mail.Options, to: string, timeoutMs: number): Promise<string> {
   const transport = nodemailer.createTransport({ streamTransport: true, buffer: true, newline: 'windows' });
@@ -247,8 +254,8 @@ async function writeEml(directory: string, message: Mail.Options, to: string, ti
   const name = `${new Date().toISOString().replace(/[:.]/g, '-')}-${to.replace(/[^a-z0-9@.-]/gi, '_')}-${randomBytes(3).toString('hex')}.eml`;
   const file = join(directory, name);
   await withTimeout((async () => {
-    await mkdir(directory, { recursive: true });
-    await writeFile(`${file}.tmp`, info.message as Buffer);
+    await mkdir(directory, { recursive: true, mode: DRY_RUN_DIR_MODE });
+    await writeFile(`${file}.tmp`, info.message as Buffer, { mode: DRY_RUN_FILE_MODE, flag: 'wx' });
     await rename(`${file}.tmp`, file);
   })(), timeoutMs, 'notice dry-run write');
   return file;

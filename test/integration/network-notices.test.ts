@@ -4,7 +4,7 @@
 // period is suppressed (on this node, and on a second node sharing Redis); a source in no listed network
 // gets no notice and a log line; a dry run writes the .eml file instead.
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -253,6 +253,9 @@ describe('notices to source networks', () => {
     const files = readdirSync(dryRunDir);
     expect(files).toEqual([expect.stringMatching(/^\d{4}-\d\d-\d\dT[\d-]+Z-lab@school\.example-[0-9a-f]{6}\.eml$/)]);
     const file = join(dryRunDir, files[0]!);
+    // The spool's modes, whatever the umask (a 022 one gave 0755 and 0644).
+    expect(statSync(dryRunDir).mode & 0o777).toBe(0o750);
+    expect(statSync(file).mode & 0o777).toBe(0o640);
     expect(logged(test, 'notice to a source network written (dry run)')).toEqual([expect.objectContaining({ file, to: 'lab@school.example', networks: ['127.20.9.0/24'] })]);
     const notice = parseMessage(readFileSync(file, 'utf8'));
     // The longest prefix holding the source is the lab's /24, not the school's /16.
