@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond npm packages, from Debian, when missing:
 # Postfix (end-to-end tests and benchmarks: postfix, smtp-source, smtp-sink), swaks, msmtp, curl and
-# Python's smtplib (real clients; Exim's .debs are fetched by the interop test itself), Redis (contract tests), softflowd with nfdump (the NetFlow pipeline of the
+# Python's smtplib (real clients), Exim's .debs (downloaded, never installed: its package conflicts
+# with Postfix's; the interop test unpacks them), Redis (contract tests), softflowd with nfdump (the NetFlow pipeline of the
 # offline SFDS e2e test), nftables (the firewall script and the deployment checks), systemd
 # (systemd-analyze on the units), dnsmasq (reverse DNS tests) and Chromium (the dashboard's browser test); then makes sure a Redis
 # answers on 127.0.0.1:6379. Idempotent; run as root (CI is).
@@ -12,6 +13,7 @@ missing=()
 command -v swaks >/dev/null || missing+=(swaks)
 command -v msmtp >/dev/null || missing+=(msmtp)
 command -v curl >/dev/null || missing+=(curl)
+command -v openssl >/dev/null || missing+=(openssl)
 command -v python3 >/dev/null || missing+=(python3)
 command -v redis-server >/dev/null || missing+=(redis-server)
 # The dashboard's browser test drives Debian's Chromium through playwright-core (no downloaded browser).
@@ -31,6 +33,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Exim 4 as a sending MTA in the interop suite: only the .debs, in the cache test/support/exim.ts reads.
+exim_cache=/var/cache/smtp-pushback-test/exim
+if ! ls "$exim_cache"/exim4-daemon-light_*.deb "$exim_cache"/exim4-base_*.deb >/dev/null 2>&1; then
+  mkdir -p "$exim_cache"
+  [ ${#missing[@]} -gt 0 ] || apt-get update -qq
+  (cd "$exim_cache" && apt-get download -qq exim4-daemon-light exim4-base >/dev/null 2>&1) \
+    || echo "could not download Exim's .debs; the interop test will try again" >&2
 fi
 
 redis_answers() {

@@ -23,6 +23,8 @@ export interface PostfixOptions {
   mynetworks?: string[];
   /** Extra or overriding main.cf settings, e.g. { in_flow_delay: '0s' } for benchmarks. */
   mainCf?: Record<string, string>;
+  /** Extra master.cf lines, e.g. an smtp client for a sending instance or a second smtpd on [::1]. */
+  masterCf?: string[];
   /** Bound on the whole start, including the readiness probe. Default 20 s. */
   startTimeoutMs?: number;
 }
@@ -149,7 +151,7 @@ export async function writeConfig(layout: Layout, port: number, options: Postfix
 
   const files: [string, string][] = [
     ['main.cf', `${mainCf.join('\n')}\n`],
-    ['master.cf', masterCf(port)],
+    ['master.cf', masterCf(port, options.masterCf ?? [])],
     ['vmailbox', `${vmailbox.join('\n')}\n`],
   ];
   // Postfix distrusts a config file modified within the current second (it may be mid-edit) and
@@ -176,7 +178,7 @@ function compatibilityLevel(): string {
  * most daemons into the queue directory, which would then need copies of /etc files). Unix sockets
  * live under each queue directory, so instances never share pickup, qmgr or postlog.
  */
-function masterCf(port: number): string {
+function masterCf(port: number, extra: string[]): string {
   const services = [
     // service             type        private unpriv chroot wakeup maxproc command
     `127.0.0.1:${port}     inet        n       -      n      -      -       smtpd`,
@@ -199,6 +201,7 @@ function masterCf(port: number): string {
     'scache                unix        -       -      n      -      1       scache',
     // maillog_file needs postlogd; without it Postfix refuses to start.
     'postlog               unix-dgram  n       -      n      -      1       postlogd',
+    ...extra,
   ];
   return `${services.join('\n')}\n`;
 }
