@@ -120,7 +120,7 @@ export function planAfterAttempt(entry: EntryMeta, replies: readonly RecipientRe
   };
 }
 
-/** Held entries due by nowMs, oldest first (then by id, which sorts by time too), at most maxCount. */
+/** Held entries due by nowMs, oldest first (then by id), at most maxCount. */
 export function pickBatch(entries: readonly EntryMeta[], options: { nowMs: number; maxCount: number }): EntryMeta[] {
   return entries
     .filter((entry) => entry.state === 'held' && entry.nextAttemptAtMs <= options.nowMs)

@@ -1,5 +1,5 @@
 // One quarantined message's record, as its metadata file holds it: the envelope, the client, the verdict
-// that sent it here, and the release bookkeeping. Also entry ids (sortable by time, safe as file names)
+// that sent it here, and the release bookkeeping. Also entry ids (Postfix's shape, safe as file names)
 // and the list filter. Pure: no file system, no clock; times and randomness are passed in.
 import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
@@ -77,14 +77,26 @@ export interface EntryFilter {
   state?: EntryState;
 }
 
-const ID_PATTERN = /^\d{8}T\d{9}Z-[0-9a-f]{10}$/;
-export const ID_RANDOM_BYTES = 5;
+// An id has the shape of a Postfix queue id (short form: 5 hex digits of the microsecond, then more
+// hex), because the sender hears it in "250 2.0.0 Ok: queued as <id>": an id of another shape would
+// tell it the message was quarantined rather than relayed. Ids of the earlier time-stamped shape
+// ("20250131T235959123Z-0a1b2c3d4e") are still read from an existing spool.
+const CURRENT_ID = /^[0-9A-F]{11}$/;
+const LEGACY_ID = /^\d{8}T\d{9}Z-[0-9a-f]{10}$/;
+const ID_PATTERN = new RegExp(`${CURRENT_ID.source}|${LEGACY_ID.source}`);
+/** Random bytes drawn per id; only the last 6 hex digits go into it (the time fills the other 5). */
+export const ID_RANDOM_BYTES = 3;
 
-/** "20250131T235959123Z-0a1b2c3d4e": UTC time to the millisecond, then 40 random bits. Sorts by time as text. */
+/**
+ * "A1F3C0B7E42": like Postfix's short queue ids, the microsecond within the second (of receivedAtMs,
+ * the sub-millisecond part from the random digits) in 5 hex digits, then 6 random hex digits. Not
+ * sortable by time: order by receivedAtMs. The spool re-draws on a clash with a live entry.
+ */
 export function formatEntryId(receivedAtMs: number, randomHex: string): string {
-  if (!/^[0-9a-f]{10}$/.test(randomHex)) throw new RangeError(`entry id needs 10 lowercase hex digits, got "${randomHex}"`);
-  const iso = new Date(receivedAtMs).toISOString();
-  return `${iso.slice(0, 19).replace(/[-:]/g, '')}${iso.slice(20, 23)}Z-${randomHex}`;
+  if (!/^[0-9a-f]{6,}$/i.test(randomHex)) throw new RangeError(`entry id needs at least 6 hex digits, got "${randomHex}"`);
+  const random = randomHex.slice(-6).toUpperCase();
+  const microsecond = (Math.trunc(receivedAtMs) % 1000) * 1000 + (Number.parseInt(random, 16) % 1000);
+  return `${microsecond.toString(16).toUpperCase().padStart(5, '0')}${random}`;
 }
 
 /** Ids come back from the admin API and become file names: anything else could walk out of the spool. */

@@ -134,7 +134,7 @@ export class QuarantineSpool {
     }
     const receivedAtMs = entry.receivedAtMs ?? this.nowMs();
     let id = formatEntryId(receivedAtMs, this.randomHex());
-    // 40 random bits per millisecond make a clash unlikely, but a clash would overwrite another message.
+    // 24 random bits per millisecond make a clash unlikely, but a clash would overwrite another message.
     while (this.index.has(id)) id = formatEntryId(receivedAtMs, this.randomHex());
     const header = Buffer.from(buildReceivedHeader({
       helo: entry.client.helo, clientHostname: entry.client.hostname, clientAddress: entry.client.address,
@@ -201,10 +201,11 @@ export class QuarantineSpool {
     if (stage !== 'temp') await removeIfPresent(this.layout.messageFile(id)).catch(() => undefined);
   }
 
-  /** Entries in id order (= arrival order). Reads the in-memory index: no I/O. Throws RangeError on a bad CIDR. */
+  /** Entries in arrival order (then id). Reads the in-memory index: no I/O. Throws RangeError on a bad CIDR. */
   list(filter?: EntryFilter): EntryMeta[] {
     const matches = compileEntryFilter(filter);
-    return [...this.index.values()].filter(matches).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    return [...this.index.values()].filter(matches)
+      .sort((a, b) => a.receivedAtMs - b.receivedAtMs || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
   get(id: string): EntryMeta | undefined {

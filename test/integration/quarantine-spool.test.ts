@@ -67,6 +67,38 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+describe('QuarantineSpool entry ids', () => {
+  it('are shaped like Postfix queue ids, re-drawn on a clash with a live entry, and listed in arrival order', async () => {
+    // The same random digits twice, then fresh ones: the second write must not take the first's id.
+    const draws = ['00000000aa', '00000000aa', '00000000bb'];
+    const spool = await QuarantineSpool.open(dir, BIG, { hostname: 'proxy.test', nowMs: () => RECEIVED_AT_MS, randomHex: () => draws.shift() ?? 'cccccccccc' });
+    spools.push(spool);
+    const first = await spool.write(newEntry(1), messageStream(messageBytes(1), 1));
+    const second = await spool.write(newEntry(2), messageStream(messageBytes(2), 2));
+    expect(first.id).toMatch(/^[0-9A-F]{11}$/);
+    expect(second.id).toMatch(/^[0-9A-F]{11}$/);
+    expect(second.id).not.toBe(first.id);
+    expect((await readAll(await spool.readMessage(first.id))).toString('latin1')).toContain('message 1');
+    expect(spool.list().map((meta) => meta.id)).toEqual([first.id, second.id]);
+  });
+
+  it('loads a spool written with the earlier time-stamped ids', async () => {
+    const spool = await openSpool();
+    const meta = await spool.write(newEntry(1), messageStream(messageBytes(1), 1));
+    await spool.close();
+    spools = [];
+    const legacy = '20250131T235959123Z-00000000ff';
+    for (const [sub, extension] of [['meta', '.json'], ['msg', '.eml']] as const) {
+      const text = await readFile(join(dir, sub, `${meta.id}${extension}`), 'latin1');
+      await writeFile(join(dir, sub, `${legacy}${extension}`), extension === '.json' ? text.replace(meta.id, legacy) : text, 'latin1');
+      await rm(join(dir, sub, `${meta.id}${extension}`));
+    }
+    const reopened = await openSpool();
+    expect(reopened.list().map((entry) => entry.id)).toEqual([legacy]);
+    expect(reopened.get(legacy)?.recipients).toEqual(meta.recipients);
+  });
+});
+
 describe('QuarantineSpool write and read', () => {
   it('stores the unstuffed message byte for byte behind exactly one Received header', async () => {
     const spool = await openSpool();
@@ -105,7 +137,8 @@ describe('QuarantineSpool write and read', () => {
     const meta = await spool.write(newEntry(7), messageStream(messageBytes(7), 7));
     expect(meta).toMatchObject({
       version: 1,
-      id: `20250131T235959123Z-${'1'.padStart(10, '0')}`,
+      // 123 ms and 1 µs (0x000001 % 1000) into the second: 123001 = 0x1E079, then the 6 random digits.
+      id: '1E079000001',
       receivedAtMs: RECEIVED_AT_MS,
       client: { address: '192.0.2.7', port: 40_007, hostname: 'mx.sender.test', helo: 'sender.test' },
       mailFrom: { address: 'writer-7@example.test', params: { BODY: '8BITMIME', SIZE: '12345' } },

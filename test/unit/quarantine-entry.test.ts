@@ -20,16 +20,30 @@ const META: EntryMeta = {
 };
 
 describe('entry ids', () => {
-  it('are UTC time to the ms plus random hex, and sort by time as text', () => {
-    expect(formatEntryId(Date.UTC(2025, 0, 31, 23, 59, 59, 123), '0a1b2c3d4e')).toBe('20250131T235959123Z-0a1b2c3d4e');
-    const earlier = formatEntryId(Date.UTC(2024, 11, 31, 23, 59, 59, 999), 'ffffffffff');
-    expect(earlier < formatEntryId(Date.UTC(2025, 0, 1), '0000000000')).toBe(true);
+  // The sender hears the id in "250 2.0.0 Ok: queued as <id>"; Postfix's short queue ids look so.
+  const postfixShortQueueId = /^[0-9A-F]{10,12}$/;
+
+  it('have the shape of a Postfix queue id: the microsecond in 5 hex digits, then 6 random ones', () => {
+    const id = formatEntryId(Date.UTC(2025, 0, 31, 23, 59, 59, 123), '0a1b2c3d4e');
+    expect(id).toMatch(postfixShortQueueId);
+    expect(id).toMatch(/^[0-9A-F]{11}$/);
+    // 123 ms, plus 0x2C3D4E % 1000 = 278 µs: 123278 µs = 0x1E18E.
+    expect(id).toBe('1E18E2C3D4E');
+    for (const ms of [0, 999, Date.UTC(2026, 11, 4, 0, 0, 0, 999)]) expect(formatEntryId(ms, 'ffffff')).toMatch(postfixShortQueueId);
+    for (const real of ['4DD5120C2D5', 'A848F20C043']) expect(isEntryId(real)).toBe(true);
     expect(() => formatEntryId(0, 'XYZ')).toThrow(RangeError);
+    expect(() => formatEntryId(0, 'abc')).toThrow(RangeError);
+  });
+
+  it('of the earlier time-stamped shape are still accepted, so an existing spool loads', () => {
+    expect(isEntryId('20250131T235959123Z-0a1b2c3d4e')).toBe(true);
+    expect(parseEntryMeta(serializeEntryMeta({ ...META, id: '20250131T235959123Z-0a1b2c3d4e' }).toString()).id).toBe('20250131T235959123Z-0a1b2c3d4e');
   });
 
   it('reject anything that could leave the spool directory', () => {
-    expect(isEntryId('20250131T235959123Z-0a1b2c3d4e')).toBe(true);
-    for (const bad of ['../x', '20250131T235959123Z-0a1b2c3d4e/..', '20250131T235959123Z-0A1B2C3D4E', '']) expect(isEntryId(bad)).toBe(false);
+    for (const bad of ['../x', '20250131T235959123Z-0a1b2c3d4e/..', '20250131T235959123Z-0A1B2C3D4E', '1E31E2C3D4E/..', '1e31e2c3d4e', '1E31E2C3D4', '']) {
+      expect(isEntryId(bad), bad).toBe(false);
+    }
   });
 });
 
