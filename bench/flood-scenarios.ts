@@ -11,7 +11,9 @@ export const LEGIT_ADDRESS_COUNT = 10;
 export const LEGIT_DEADLINE_MS = 15_000;
 const ATTACK_REPLY_TIMEOUT_MS = 15_000;
 
-const ABANDON = { addresses: 512, concurrency: 1500, perSecond: 300, total: 6_000 };
+// The idle flood is free to exceed every cap the proxy ships with (maxClients, the per-/24 limits):
+// 10,000 addresses, 600 new connections a second, up to 15,000 held at once by this process.
+const ABANDON = { addresses: 10_000, concurrency: 15_000, perSecond: 600, total: 40_000 };
 const BOTNET = { subnets: [1, 2, 3], perSecond: 100, concurrency: 300 };
 const EARLY = { addresses: 1_000, perSecond: 100, concurrency: 300 };
 const BURST = { source: '127.4.0.1', concurrency: 50, total: 20_000 };

@@ -5,6 +5,7 @@ import net, { type AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { json, AdminServer } from './admin/http-server.js';
 import { ProxyMetrics } from './admin/metrics.js';
+import { DEFAULT_MAX_CLIENTS, sizeCapacity } from './capacity.js';
 import { PolicyHolder } from './config/reload.js';
 import type { Policy } from './config/schema.js';
 import type { ServerStatus } from './detect/entropy.js';
@@ -73,6 +74,9 @@ const REDIS_STARTUP_WAIT_MS = 2_000;
 export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: ProxyHooks = {}): Promise<RunningProxy> {
   const holder = new PolicyHolder(initialPolicy, hooks.policySource ?? '(fixed)', logger);
   const policy = initialPolicy;
+  // Before anything opens a descriptor: a maxClients the limit cannot hold is refused here, by name.
+  const capacity = sizeCapacity(policy.server.maxClients, policy.admin.maxConnections);
+  if (capacity.refusal) throw new Error(capacity.refusal);
   // Every DNS lookup of the proxy goes through this one resolver (servers and time-out: policy.dns, fixed until restart).
   const dns = new NodeDnsResolver(policy.dns);
   const reverseDns: ReverseDnsLookup | undefined = policy.server.reverseDns ? (address) => forwardConfirmedReverse(dns, address) : undefined;
@@ -165,6 +169,7 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
   listener = new SmtpListener({
     policy,
     logger,
+    maxClients: capacity.maxClients,
     screen,
     tarpits,
     ...(spool ? { quarantine: new SpoolSink(spool, logger, metrics.quarantineSink) } : {}),
@@ -175,6 +180,7 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
         metrics.pair(kind);
       },
       command: () => metrics.command(),
+      evicted: (reason) => metrics.evicted(reason),
       upstreamReply(step, milliseconds, code) {
         metrics.upstreamLatency(step, milliseconds);
         // The queue trigger reads the transaction's replies (and any time-out): a 220 or 250 to
@@ -289,6 +295,10 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
       upstream: `${policy.upstream.address.host}:${policy.upstream.address.port}`,
       store: shared.kind,
       mode: policy.mode,
+      maxClients: capacity.maxClients,
+      ...(capacity.limit ? { openFilesLimit: capacity.limit.soft } : {}),
+      // The default was more than the descriptor limit holds: say so where the operator looks first.
+      ...(capacity.lowered ? { maxClientsLoweredBy: `open files limit ${capacity.limit?.soft ?? '?'} (raise LimitNOFILE / ulimit -n for ${DEFAULT_MAX_CLIENTS})` } : {}),
     },
     'smtp-pushback listening',
   );

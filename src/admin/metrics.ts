@@ -19,6 +19,7 @@ export class ProxyMetrics {
   private readonly normalPairs: { inc(): void };
   private readonly abnormalPairs: { inc(): void };
   private readonly sessions: Counter<'end'>;
+  private readonly evictions: Counter<'reason'>;
   private readonly transactions: Counter<'outcome'>;
   private readonly commands: Counter;
   private readonly verdicts: Counter<'action' | 'detector'>;
@@ -36,6 +37,12 @@ export class ProxyMetrics {
     this.normalPairs = this.pairs.labels({ kind: 'normal' });
     this.abnormalPairs = this.pairs.labels({ kind: 'abnormal' });
     this.sessions = new Counter({ name: 'pushback_sessions_total', help: 'Client sessions ended, by how they ended', labelNames: ['end'], registers });
+    this.evictions = new Counter({
+      name: 'pushback_sessions_evicted_total',
+      help: 'Sessions closed with 421 to make room for a newcomer, by why they were chosen (silent, idle-after-helo, suspect, idle, trusted-idle)',
+      labelNames: ['reason'],
+      registers,
+    });
     this.transactions = new Counter({ name: 'pushback_transactions_total', help: 'Mail transactions by outcome (relayed, deferred, rejected, aborted, incomplete)', labelNames: ['outcome'], registers });
     this.commands = new Counter({ name: 'pushback_smtp_commands_total', help: 'SMTP command lines received from clients', registers });
     this.verdicts = new Counter({ name: 'pushback_verdicts_total', help: 'Verdicts found and stored for a source or prefix, by action and strongest detector', labelNames: ['action', 'detector'], registers });
@@ -158,6 +165,10 @@ export class ProxyMetrics {
       this.upstreamReplyByStep.set(step, child);
     }
     child.observe(milliseconds / 1000);
+  }
+
+  evicted(reason: string): void {
+    this.evictions.inc({ reason });
   }
 
   sessionEnded(record: SessionRecord): void {

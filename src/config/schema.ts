@@ -40,8 +40,23 @@ const serverSchema = z.strictObject({
   hostname: z.string().min(1).default(os.hostname()),
   /** Extra greeting text after "ESMTP". */
   banner: z.string().default(''),
-  /** Concurrent client sessions; one more gets 421 and a close. */
-  maxClients: positiveInt.default(500),
+  /**
+   * Concurrent client sessions. Unset: 20,000, or fewer when the descriptor limit (raised to its hard
+   * limit at start) cannot hold that many; set: refused at start when it cannot be held. An idle
+   * client costs about 10 KB and Postfix nothing, so the cap is sized for floods, not for mail.
+   */
+  maxClients: positiveInt.optional(),
+  /**
+   * Above this share of maxClients, a newcomer makes room: the session that least looks like mail
+   * (silent since the greeting, then idle after HELO, then a suspect, longest idle first; never one
+   * in a transaction) is closed with 421. Only when none can go is the newcomer refused.
+   */
+  evictAbovePercent: z.number().int().min(1).max(100).default(90),
+  /** Concurrent sessions of one client address (Postfix's smtpd_client_connection_count_limit); more get 421. */
+  maxSessionsPerAddress: positiveInt.default(50),
+  /** Concurrent sessions of one IPv4 /24 and of one IPv6 /64. Allow-listed and proven senders are exempt from all three. */
+  maxSessionsPerPrefixV4: positiveInt.default(400),
+  maxSessionsPerPrefixV6: positiveInt.default(400),
   /** Load balancers allowed to send a PROXY protocol v1 header; nobody else may. */
   proxyProtocolFrom: z.array(ipAddress).default([]),
   /**

@@ -28,7 +28,7 @@ export interface TransactionRecord {
   quarantineId?: string;
 }
 
-export type SessionEnd = 'quit' | 'dropped' | 'idle-timeout' | 'deadline' | 'refused' | 'early-talker' | 'too-many-clients' | 'server-shutdown';
+export type SessionEnd = 'quit' | 'dropped' | 'idle-timeout' | 'deadline' | 'refused' | 'early-talker' | 'too-many-clients' | 'evicted' | 'server-shutdown';
 
 /** Protocol misbehaviour seen in one session (postscreen's tests); the screen stage scores it. */
 export interface Misbehaviour {

@@ -18,6 +18,8 @@ import { dataOutcome, type SessionEnd, type SessionRecord, type TransactionRecor
 import type { UpstreamOptions } from '../upstream/connection.js';
 import { clientNameFields } from '../upstream/xclient.js';
 import { installCommandHandlers, type ConnectionInternals } from './command-handlers.js';
+import { chooseEviction, type EvictionReason, type EvictionView } from './eviction.js';
+import { SourceConcurrency } from './source-concurrency.js';
 import { formatParameters, parameterValue, refuseParameters, type EnvelopeCommand, type EnvelopeVerb } from './envelope-command.js';
 import { LiveSession, type SmtpConnectionHandle } from './live-session.js';
 import { MessageTooBigError, type QuarantineEntry, type QuarantineSink, type SessionObserver, type SessionScreen, type TarpitSlots } from './stage-contracts.js';
@@ -33,6 +35,8 @@ export interface ListenerDependencies {
   quarantine?: QuarantineSink;
   /** Forward-confirmed reverse DNS of clients (server.reverseDns); absent: none, Postfix hears NAME=[UNAVAILABLE]. */
   reverseDns?: ReverseDnsLookup;
+  /** Client sessions at once, as sized at start (capacity.ts); default: policy.server.maxClients or 20,000. */
+  maxClients?: number;
 }
 
 export class SmtpListener {
@@ -46,9 +50,18 @@ export class SmtpListener {
   private drainStarted = false;
   /** Postfix's EHLO keywords as last seen; undefined until the first upstream connection. */
   private upstreamCapabilities: ReadonlyMap<string, string> | undefined;
+  readonly maxClients: number;
+  /** Sessions closed to make room that have not ended yet: they hold no slot. */
+  private evictedOpen = 0;
+  private readonly concurrency: SourceConcurrency;
+  /** Evictions and capacity refusals since the last aggregate log line (at most one a second). */
+  private capacityEvents: Partial<Record<EvictionReason | 'refused-full' | 'refused-address' | 'refused-prefix', number>> = {};
+  private capacityLogTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: ListenerDependencies) {
     const { policy } = deps;
+    this.maxClients = deps.maxClients ?? policy.server.maxClients ?? 20_000;
+    this.concurrency = new SourceConcurrency(concurrencyLimits(policy));
     this.upstreamOptions = {
       host: policy.upstream.address.host,
       port: policy.upstream.address.port,
@@ -151,7 +164,8 @@ export class SmtpListener {
       heloResponse: '%s',
       size: policy.limits.maxMessageBytes,
       maxRecipients: policy.limits.maxRecipients,
-      maxClients: policy.server.maxClients,
+      // Capacity is ours (sessionStarted): smtp-server's cap can only refuse the newcomer.
+      maxClients: 0,
       maxCommandLength: policy.limits.maxLineBytes,
       socketTimeout: policy.limits.idleTimeoutSeconds * 1000,
       closeTimeout: 10_000,
@@ -194,6 +208,10 @@ export class SmtpListener {
     const live = new LiveSession(connection, new SessionRelay(this.upstreamOptions, this.relayNotices), deadline);
     if (policy.server.hidePipelining) connection._socket?.on('data', (chunk: Buffer) => live.rawChunk(chunk));
     this.sessions.set(connection.id, live);
+    const counted = this.concurrency.enter(live.client);
+    live.concurrencyKeys = counted.keys;
+    live.concurrencyExcess = counted.excess;
+    this.makeRoom(live);
     const internals = connection as unknown as ConnectionInternals & { session: SMTPServerSession };
     installCommandHandlers(internals, {
       envelope: (verb, command) => this.onEnvelope(live, internals.session, verb, command),
@@ -224,10 +242,67 @@ export class SmtpListener {
     return keywords;
   }
 
+  /**
+   * A newcomer above the high-water mark makes room: the session that least looks like mail is
+   * closed with 421 (eviction.ts). When none can go and the cap is reached, the newcomer is marked
+   * to be refused at connect. Bounded work: at most EVICTION_SCAN sessions are looked at.
+   */
+  private makeRoom(newcomer: LiveSession): void {
+    const holding = this.sessions.size - this.evictedOpen;
+    const highWater = Math.max(1, Math.floor((this.maxClients * this.deps.policy.server.evictAbovePercent) / 100));
+    if (holding <= highWater) return;
+    const choice = chooseEviction(this.sessions.values(), (live) => this.evictionView(live, newcomer), EVICTION_SCAN);
+    if (choice) {
+      this.evict(choice.session, choice.reason);
+      return;
+    }
+    if (holding > this.maxClients) newcomer.overCapacity = true;
+  }
+
+  private evictionView(live: LiveSession, newcomer: LiveSession): EvictionView {
+    return {
+      inTransaction: live.inTransaction,
+      closing: live === newcomer || live.evicted || live.closed || live.refusing || live.end !== undefined,
+      commands: live.commands,
+      transactions: live.transactions.length,
+      suspect: live.pairs.abnormal > 0 || live.decision.action !== 'pass',
+      trusted: isTrusted(live),
+      lastActivityMs: live.lastActivityMs,
+    };
+  }
+
+  private evict(live: LiveSession, reason: EvictionReason): void {
+    live.evicted = true;
+    this.evictedOpen += 1;
+    live.end = 'evicted';
+    this.deps.observer.evicted?.(reason);
+    this.countCapacityEvent(reason);
+    // smtp-server closes the connection after any 421.
+    live.connection.send(421, `4.7.0 ${this.deps.policy.server.hostname} Error: too many connections, closing idle session`, false);
+  }
+
+  /** Evictions and refusals for want of room are logged in aggregate, at most once a second: a flood makes thousands. */
+  private countCapacityEvent(event: keyof SmtpListener['capacityEvents']): void {
+    this.capacityEvents[event] = (this.capacityEvents[event] ?? 0) + 1;
+    if (this.capacityLogTimer) return;
+    this.capacityLogTimer = setTimeout(() => {
+      this.capacityLogTimer = undefined;
+      const events = this.capacityEvents;
+      this.capacityEvents = {};
+      this.deps.logger.warn({ ...events, sessions: this.sessions.size - this.evictedOpen, maxClients: this.maxClients }, 'client slots short: sessions evicted or refused in the last second');
+    }, 1_000);
+    this.capacityLogTimer.unref();
+  }
+
   private onConnect(session: SMTPServerSession, callback: (error?: Error | null) => void): void {
     const live = this.sessions.get(session.id);
     if (!live) return callback();
     if (this.drainStarted) return this.refuse(live, this.shuttingDown, callback, 'server-shutdown');
+    const host = this.deps.policy.server.hostname;
+    if (live.overCapacity) {
+      this.countCapacityEvent('refused-full');
+      return this.refuse(live, { code: 421, text: `4.7.0 ${host} Error: too many connected clients, try again later` }, callback, 'too-many-clients');
+    }
     const refusal = this.deps.admission?.();
     if (refusal) return this.refuse(live, refusal, callback);
     // Started now, awaited at the first MAIL: it adds no wait before the greeting.
@@ -238,6 +313,12 @@ export class SmtpListener {
       if (live.closed) return;
       live.decision = decision;
       if (decision.refuse) return this.refuse(live, decision.refuse, callback);
+      const excess = isTrusted(live) ? undefined : live.concurrencyExcess;
+      if (excess) {
+        this.countCapacityEvent(excess.scope === 'address' ? 'refused-address' : 'refused-prefix');
+        // Postfix's anvil words (smtpd_client_connection_count_limit), for the address or its network.
+        return this.refuse(live, { code: 421, text: `4.7.0 ${host} Error: too many connections from ${excess.key}` }, callback, 'too-many-clients');
+      }
       if (decision.action === 'tarpit') {
         if (!this.deps.tarpits?.tryEnter()) {
           // Beyond the cap, a new suspect costs us nothing more than this reply.
@@ -443,6 +524,8 @@ export class SmtpListener {
     const live = this.sessions.get(session.id);
     if (!live) return;
     this.sessions.delete(session.id);
+    if (live.evicted) this.evictedOpen -= 1;
+    this.concurrency.leave(live.concurrencyKeys);
     for (const watcher of this.endWatchers) watcher(session.id);
     clearTimeout(live.deadline);
     live.relay.close();
@@ -485,6 +568,22 @@ export class SmtpListener {
     };
     return { trace, debug: observe, info: observe, warn: trace, error: trace, fatal: trace };
   }
+}
+
+/** Sessions looked at per eviction: bounded work per newcomer, whatever the number of sessions. */
+const EVICTION_SCAN = 2_048;
+
+/** Allow-listed and proven senders: exempt from the concurrency limits, evicted only as a last resort. */
+function isTrusted(live: LiveSession): boolean {
+  return live.decision.label === 'pass:allow-list' || live.decision.label === 'pass:proven';
+}
+
+function concurrencyLimits(policy: Policy): { perAddress: number; perPrefixV4: number; perPrefixV6: number } {
+  return {
+    perAddress: policy.server.maxSessionsPerAddress,
+    perPrefixV4: policy.server.maxSessionsPerPrefixV4,
+    perPrefixV6: policy.server.maxSessionsPerPrefixV6,
+  };
 }
 
 const SPOOL_FULL: RelayReply = { code: 452, text: '4.3.1 Insufficient system storage, try again later' };

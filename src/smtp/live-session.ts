@@ -16,6 +16,7 @@ import {
 } from '../session/record.js';
 import { SEGMENT_BYTES } from '../detect/sfds.js';
 import { PairTracker } from './pair-tracker.js';
+import type { ConcurrencyExcess } from './source-concurrency.js';
 
 /** The part of smtp-server's connection object we use: its id, addresses, socket and reply channel. */
 export interface SmtpConnectionHandle {
@@ -77,6 +78,16 @@ export class LiveSession {
   end: SessionEnd | undefined;
   /** Set while we refuse the session at connect, so that reply is not counted as a pair. */
   refusing = false;
+  /** The connect, then each command received: eviction takes the longest idle first. */
+  lastActivityMs = this.startedAtMs;
+  /** Closed with 421 to make room for a newcomer: no longer holds a slot. */
+  evicted = false;
+  /** Arrived with every slot taken and nothing to evict: refused at connect. */
+  overCapacity = false;
+  /** The address and network keys this session is counted under (SourceConcurrency). */
+  concurrencyKeys: string[] = [];
+  /** Over a per-address or per-network limit on arrival (not counted in): refused unless trusted. */
+  concurrencyExcess: ConcurrencyExcess | undefined;
   bytesIn = 0;
   bytesOut = 0;
   packets = 0;
@@ -120,6 +131,7 @@ export class LiveSession {
   /** A command line arrived. Returns true when it answered an open pair (a normal pair). */
   commandReceived(line: string): boolean {
     this.commands += 1;
+    this.lastActivityMs = Date.now();
     this.packets += 1;
     this.bytesIn += line.length + 2;
     this.lastCommand = line.slice(0, 4).toUpperCase().trim();
@@ -151,6 +163,11 @@ export class LiveSession {
     this.bytesIn += bytes;
     this.packets += Math.ceil(bytes / SEGMENT_BYTES);
     return complete && this.pairs.clientAnswered();
+  }
+
+  /** MAIL accepted or tried, and its final reply not yet given (RSET ends it): eviction spares it. */
+  get inTransaction(): boolean {
+    return this.inData || this.awaitingFinalReply || (this.current !== undefined && this.lastCommand !== 'RSET');
   }
 
   /** Raw bytes from the client (only watched when PIPELINING is hidden): several lines at once is pipelining. */

@@ -149,15 +149,21 @@ describe('session limits', () => {
     expect(upstream.abortedData).toBe(1);
   });
 
-  it('turns away clients beyond maxClients with 421', async () => {
+  it('turns away clients beyond maxClients with 421 when no session can be evicted (both in a transaction)', async () => {
     proxy = await startTestProxy(upstream.address, 'server:\n  maxClients: 2\n');
-    const first = await SmtpDialog.connect(proxy.port);
-    const second = await SmtpDialog.connect(proxy.port);
-    expect((await first.reply()).code).toBe(220);
-    expect((await second.reply()).code).toBe(220);
+    const inTransaction = async (): Promise<SmtpDialog> => {
+      const dialog = await SmtpDialog.connect(proxy!.port);
+      expect((await dialog.reply()).code).toBe(220);
+      await dialog.command('EHLO client.test');
+      expect((await dialog.command('MAIL FROM:<a@sender.test>')).code).toBe(250);
+      return dialog;
+    };
+    const first = await inTransaction();
+    const second = await inTransaction();
     const third = await SmtpDialog.connect(proxy.port);
     const reply = await third.reply();
     expect(reply.code).toBe(421);
+    expect(reply.text).toMatch(/too many connected clients/);
     expect(await third.closedByServer()).toBe(true);
     first.destroy();
     second.destroy();

