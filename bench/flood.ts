@@ -9,6 +9,7 @@
 // Options: --json [FILE] (results object to FILE, or stdout with the report on stderr).
 // Environment: BENCH_FLOOD_SECONDS (20): length of each phase; the attack runs from 20 % to 80 % of it.
 // BENCH_FLOOD_SCENARIOS (all): comma-separated scenario ids to run, e.g. "baseline,burst".
+// BENCH_FLOOD_MAX_CLIENTS (unset: the shipped default): server.maxClients for the proxy.
 import { setMaxListeners } from 'node:events';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -106,7 +107,7 @@ async function main(): Promise<void> {
   const command = `${only}BENCH_FLOOD_SECONDS=${phaseSeconds} npm run bench:flood${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
 
   report(`\nflood benchmark: Postfix ${machine.postfix} with default_process_limit ${POSTFIX_PROCESS_LIMIT}, A = clients straight into Postfix, B = through a fresh proxy`);
-  report(`proxy policy: config/policy.yaml (mode: ${policy.mode}) with log.level warn, upstream.xclient required; capacity as shipped (server.maxClients unset)`);
+  report(`proxy policy: config/policy.yaml (mode: ${policy.mode}) with log.level warn, upstream.xclient required; ${process.env.BENCH_FLOOD_MAX_CLIENTS ? `server.maxClients ${process.env.BENCH_FLOOD_MAX_CLIENTS}` : 'capacity as shipped (server.maxClients unset)'}`);
   report(`each phase ${phaseSeconds} s: ${LEGIT_SESSIONS_PER_SECOND} legitimate sessions/s from ${LEGIT_ADDRESS_COUNT} proven addresses (127.0.0.2-11, one message each, `
     + `latency = connect to the 250 after the dot, undelivered after ${LEGIT_DEADLINE_MS / 1000} s = failed); attack from ${attackStartMs / 1000} s to ${(attackStartMs + attackWindowMs) / 1000} s\n`);
   for (const scenario of scenarios) {
@@ -229,6 +230,8 @@ function benchPolicy(): { text: string; mode: string } {
   const document = parseDocument(readFileSync(join(ROOT, 'config/policy.yaml'), 'utf8'));
   document.setIn(['log', 'level'], 'warn');
   document.setIn(['upstream', 'xclient'], 'required');
+  // BENCH_FLOOD_MAX_CLIENTS: a small cap (e.g. 1000), so the same attack exceeds it several times over.
+  if (process.env.BENCH_FLOOD_MAX_CLIENTS) document.setIn(['server', 'maxClients'], positiveNumber('BENCH_FLOOD_MAX_CLIENTS', 1_000));
   const mode = document.get('mode');
   return { text: document.toString(), mode: typeof mode === 'string' ? mode : 'unset (the built-in default)' };
 }
