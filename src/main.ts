@@ -24,6 +24,7 @@ import { SpoolSink } from './quarantine/quarantine-sink.js';
 import { upstreamOptionsFromPolicy } from './quarantine/release-delivery.js';
 import { ReleaseScheduler } from './quarantine/release-scheduler.js';
 import { QuarantineSpool } from './quarantine/spool.js';
+import { isPermissionFailure, spoolDirCandidates } from './quarantine/spool-layout.js';
 import { Screen } from './policy/screen.js';
 import { ShutdownDrain } from './shutdown-drain.js';
 import type { SessionRecord } from './session/record.js';
@@ -323,15 +324,25 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
  * verdicts then defer at RCPT, and the log says why.
  */
 async function openSpool(policy: Policy, logger: Logger): Promise<QuarantineSpool | undefined> {
-  try {
-    const spool = await QuarantineSpool.open(policy.quarantine.spoolDir, { maxBytes: policy.quarantine.maxBytes, maxMessages: policy.quarantine.maxMessages }, { hostname: policy.server.hostname });
-    const report = spool.openReport;
-    logger.info({ spoolDir: policy.quarantine.spoolDir, ...spool.stats(), cleanedAtStart: report }, 'quarantine spool open');
-    return spool;
-  } catch (error) {
-    logger.error({ err: error, spoolDir: policy.quarantine.spoolDir }, 'quarantine spool unavailable: quarantine verdicts defer (450) instead');
-    return undefined;
+  const limits = { maxBytes: policy.quarantine.maxBytes, maxMessages: policy.quarantine.maxMessages };
+  const candidates = spoolDirCandidates(policy.quarantine.spoolDir, process.env, process.getuid?.());
+  const refused: string[] = [];
+  for (const [index, spoolDir] of candidates.entries()) {
+    try {
+      const spool = await QuarantineSpool.open(spoolDir, limits, { hostname: policy.server.hostname });
+      const fallback = refused.length > 0 ? { notWritable: refused } : {};
+      logger.info({ spoolDir, ...fallback, ...spool.stats(), cleanedAtStart: spool.openReport }, refused.length > 0 ? 'quarantine spool open (a spool of this user\'s own: set quarantine.spoolDir for production)' : 'quarantine spool open');
+      return spool;
+    } catch (error) {
+      if (isPermissionFailure(error) && index < candidates.length - 1) {
+        refused.push(spoolDir);
+        continue;
+      }
+      logger.error({ err: error, spoolDir, ...(refused.length > 0 ? { notWritable: refused } : {}) }, 'quarantine spool unavailable: quarantine verdicts defer (450) instead');
+      return undefined;
+    }
   }
+  return undefined;
 }
 
 interface Detectors {

@@ -178,8 +178,11 @@ const clockTime = z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$|^24:00$/, 'expecte
 const dayName = z.enum(['*', 'sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat']);
 
 const quarantineSchema = z.strictObject({
-  /** One spool per node (PUSHBACK_SPOOL_DIR overrides it); each node releases its own. */
-  spoolDir: z.string().min(1).default('/var/spool/smtp-pushback'),
+  /**
+   * One spool per node (PUSHBACK_SPOOL_DIR overrides it); each node releases its own. Unset: /var/spool/smtp-pushback,
+   * or, for a user who cannot write there, a spool of their own (see spoolDirCandidates).
+   */
+  spoolDir: z.string().min(1).optional(),
   /** Spool limits: when either is reached the proxy defers (452) instead of accepting. */
   maxBytes: positiveInt.default(1_073_741_824),
   maxMessages: positiveInt.default(10_000),

@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { defaultPolicy, formatProblem, loadPolicyFile } from '../../src/config/load.js';
 import { parseCidrList } from '../../src/policy/cidr-list.js';
 import { parseHostPort } from '../../src/util/host-port.js';
+import { DEFAULT_SPOOL_DIR } from '../../src/quarantine/spool-layout.js';
 import {
   copySources, durationSeconds, masterCfOverrides, parseDockerfile, parseMainCf, parsePortMapping, parseUnit,
   readCompose, readRepoFile, repoPath, type ComposeService, type DockerStage,
@@ -254,7 +255,7 @@ describe('deploy/systemd', () => {
   });
 
   it('can write the spool and its state directory, reloads on SIGHUP, and outlasts the drain when stopping', () => {
-    expect(one(service, 'ReadWritePaths').split(/\s+/)).toContain(defaults.quarantine.spoolDir);
+    expect(one(service, 'ReadWritePaths').split(/\s+/)).toContain(DEFAULT_SPOOL_DIR);
     expect(one(service, 'StateDirectory')).toBe('smtp-pushback');
     expect(one(service, 'ExecReload')).toBe('/bin/kill -HUP $MAINPID');
     expect(one(service, 'Restart')).toBe('on-failure');
@@ -265,7 +266,7 @@ describe('deploy/systemd', () => {
 
   it('creates the user and the spool with sysusers.d and tmpfiles.d', () => {
     expect(readRepoFile('deploy/systemd/smtp-pushback.sysusers.conf')).toMatch(/^u smtp-pushback - /m);
-    expect(readRepoFile('deploy/systemd/smtp-pushback.tmpfiles.conf')).toMatch(new RegExp(`^d ${defaults.quarantine.spoolDir} 0750 smtp-pushback smtp-pushback -$`, 'm'));
+    expect(readRepoFile('deploy/systemd/smtp-pushback.tmpfiles.conf')).toMatch(new RegExp(`^d ${DEFAULT_SPOOL_DIR} 0750 smtp-pushback smtp-pushback -$`, 'm'));
   });
 
   it('loads the firewall export from a separate unit that holds CAP_NET_ADMIN, not the proxy', () => {
