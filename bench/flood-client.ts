@@ -202,17 +202,42 @@ export async function runSession(
  * An abandoned handshake: connect, take the greeting if it comes, say nothing, and hold the
  * connection until the server hangs up (a 421 on the way counts as pushback) or `signal` aborts.
  */
-export async function holdIdle(endpoint: Endpoint, pool: SocketPool, signal: AbortSignal): Promise<SessionResult> {
+export async function holdIdle(endpoint: Endpoint, pool: SocketPool, signal: AbortSignal, hooks?: HoldHooks): Promise<SessionResult> {
+  return hold(endpoint, pool, signal, [], hooks);
+}
+
+/** Told when a held connection got its greeting and when it ended: how many one attacker holds at once. */
+export interface HoldHooks {
+  greeted(): void;
+  ended(): void;
+}
+
+/**
+ * A half-open transaction: greeting, EHLO, MAIL, RCPT, then silence with the transaction open (each such
+ * connection holds a Postfix smtpd process), until the server hangs up or `signal` aborts.
+ */
+export async function holdHalfOpen(endpoint: Endpoint, plan: Pick<MessagePlan, 'heloName' | 'from' | 'to'>, pool: SocketPool, signal: AbortSignal): Promise<SessionResult> {
+  return hold(endpoint, pool, signal, [`EHLO ${plan.heloName}`, `MAIL FROM:<${plan.from}>`, `RCPT TO:<${plan.to}>`]);
+}
+
+async function hold(endpoint: Endpoint, pool: SocketPool, signal: AbortSignal, commands: readonly string[], hooks?: HoldHooks): Promise<SessionResult> {
   const startedAtMs = Date.now();
   const connection = open(endpoint, pool, signal);
   let greeted = false;
   let outcome: Outcome | undefined;
+  const pending = [...commands];
   if (await connection.connect(Number.POSITIVE_INFINITY)) {
     while (outcome === undefined) {
       const reply = await connection.reply(Number.POSITIVE_INFINITY);
       if (typeof reply !== 'string') {
-        if (reply.code === 220) greeted = true;
-        else outcome = refusal(reply, greeted ? 'IDLE' : 'GREETING');
+        if (reply.code === 220 && !greeted) {
+          greeted = true;
+          hooks?.greeted();
+        }
+        if (reply.code < 400) {
+          const next = pending.shift();
+          if (next !== undefined) connection.write(`${next}\r\n`);
+        } else outcome = refusal(reply, greeted ? (pending.length < commands.length ? 'RCPT' : 'IDLE') : 'GREETING');
       } else if (reply === 'closed') {
         outcome = greeted ? 'lost' : 'noGreeting';
       } else {
@@ -221,6 +246,7 @@ export async function holdIdle(endpoint: Endpoint, pool: SocketPool, signal: Abo
     }
   }
   closeNow(connection.socket);
+  if (greeted) hooks?.ended();
   // Opened just before the window closed: too young to say the greeting never came.
   const young = Date.now() - startedAtMs < YOUNG_AT_ABORT_MS;
   return { outcome: outcome === undefined || outcome === 'noGreeting' ? (signal.aborted && young ? 'cut' : 'noGreeting') : outcome, startedAtMs };

@@ -27,7 +27,7 @@ export interface PhaseResult {
   benchLoopLagP99Ms: number;
   legit: Traffic & { p50Ms: number | null; p99Ms: number | null };
   flash?: Traffic;
-  attack?: Traffic & { afterDetection?: { sessions: number; reached: number } };
+  attack?: Traffic & { afterDetection?: { sessions: number; reached: number }; peakHeld?: number };
   proxy?: {
     /** pushback_actions_total by action over the phase; undefined while the metric does not exist. */
     actions?: Record<string, number>;
@@ -153,6 +153,7 @@ export function formatScenario(scenario: string, title: string, phases: readonly
   for (const outcome of OUTCOMES) {
     row(`  ${OUTCOME_LABELS[outcome]}`, (phase) => (phase.attack && phase.attack.outcomes[outcome] > 0 ? String(phase.attack.outcomes[outcome]) : undefined));
   }
+  row('  greeted and held at once (peak)', (phase) => phase.attack?.peakHeld !== undefined ? String(phase.attack.peakHeld) : undefined);
   row('attack msgs reached Postfix', (phase) => phase.attack && String(phase.attack.delivered));
   row('  after detection', (phase) => phase.attack?.afterDetection && `${phase.attack.afterDetection.reached} of ${phase.attack.afterDetection.sessions} sessions`);
   row('proxy actions enforced', (phase) => phase.proxy && (phase.proxy.actions ? counts(phase.proxy.actions) || 'none' : 'n/a'));

@@ -2,7 +2,7 @@
 // each scenario (abandoned handshakes, a botnet, early talkers, a one-source spam burst, a flash
 // crowd). Every loop is bounded in count and in time; sources are distinct loopback addresses,
 // which Linux routes on 127.0.0.0/8 without any setup.
-import { holdIdle, runSession, type MessagePlan, type SessionResult, type SocketPool } from './flood-client.js';
+import { holdHalfOpen, holdIdle, runSession, type MessagePlan, type SessionResult, type SocketPool } from './flood-client.js';
 
 export const LEGIT_SESSIONS_PER_SECOND = 10;
 /** The proven senders: 127.0.0.2 to 127.0.0.11, one session each in turn. */
@@ -14,6 +14,11 @@ const ATTACK_REPLY_TIMEOUT_MS = 15_000;
 // The idle flood is free to exceed every cap the proxy ships with (maxClients, the per-/24 limits):
 // 10,000 addresses, 600 new connections a second, up to 15,000 held at once by this process.
 const ABANDON = { addresses: 10_000, concurrency: 15_000, perSecond: 600, total: 40_000 };
+// Half-open transactions: EHLO, MAIL, RCPT, silence, each holding a Postfix smtpd process, from
+// thousands of addresses, far more at once than Postfix's 100 processes.
+const HALF_OPEN = { addresses: 5_000, concurrency: 3_000, perSecond: 300, total: 20_000 };
+// One address opening 1,000 connections at once, each held idle.
+const ONE_ADDRESS = { source: '127.7.0.1', connections: 1_000, perSecond: 1_000 };
 const BOTNET = { subnets: [1, 2, 3], perSecond: 100, concurrency: 300 };
 const EARLY = { addresses: 1_000, perSecond: 100, concurrency: 300 };
 const BURST = { source: '127.4.0.1', concurrency: 50, total: 20_000 };
@@ -28,6 +33,8 @@ export interface ScenarioContext {
   phaseSignal: AbortSignal;
   attack(result: SessionResult): void;
   flash(result: SessionResult): void;
+  /** The most connections the attack held greeted at once, where the scenario counts it. */
+  peakHeld(count: number): void;
 }
 
 export interface Scenario {
@@ -50,6 +57,31 @@ export const SCENARIOS: readonly Scenario[] = [
       const endpoint = { port: context.port, localAddress: address(1, index % ABANDON.addresses) };
       context.attack(await holdIdle(endpoint, context.pool, context.attackSignal));
     }),
+  },
+  {
+    id: 'halfopen',
+    sends: 'nothing',
+    title: `half-open transactions: ${HALF_OPEN.addresses} addresses in 127.6.0.0/16, ${HALF_OPEN.perSecond}/s up to ${HALF_OPEN.concurrency} at once, `
+      + 'each EHLO, MAIL, RCPT, then silent until the server closes it (then replaced) or the window ends',
+    attack: (context) => launchAtRate(HALF_OPEN.perSecond, HALF_OPEN.total, HALF_OPEN.concurrency, context.attackSignal, async (index) => {
+      const endpoint = { port: context.port, localAddress: address(6, index % HALF_OPEN.addresses) };
+      const plan = { heloName: `host${index}.half-open.example`, from: `bot${index}@half-open.example`, to: 'attack@example.test' };
+      context.attack(await holdHalfOpen(endpoint, plan, context.pool, context.attackSignal));
+    }),
+  },
+  {
+    id: 'oneaddr',
+    sends: 'nothing',
+    title: `one address: ${ONE_ADDRESS.source} opens ${ONE_ADDRESS.connections} connections at once and holds each idle`,
+    attack: async (context) => {
+      let held = 0;
+      let peak = 0;
+      const hooks = { greeted: () => { held += 1; peak = Math.max(peak, held); }, ended: () => { held -= 1; } };
+      await launchAtRate(ONE_ADDRESS.perSecond, ONE_ADDRESS.connections, ONE_ADDRESS.connections, context.attackSignal, async () => {
+        context.attack(await holdIdle({ port: context.port, localAddress: ONE_ADDRESS.source }, context.pool, context.attackSignal, hooks));
+      });
+      context.peakHeld(peak);
+    },
   },
   {
     id: 'botnet',

@@ -148,6 +148,7 @@ async function runPhase(server: PostfixInstance, scenario: Scenario, target: Tar
   const legit: SessionResult[] = [];
   const attack: SessionResult[] = [];
   const flash: SessionResult[] = [];
+  let peakHeld: number | undefined;
   const legitRun = runSteadyLegit(port, phaseSeconds, pool, interrupt.signal, (result) => legit.push(result));
   if (scenario.attack) {
     await sleep(attackStartMs);
@@ -156,7 +157,7 @@ async function runPhase(server: PostfixInstance, scenario: Scenario, target: Tar
     setMaxListeners(0, attackSignal);
     poller?.markAttack();
     const timer = setTimeout(() => window.abort(), attackWindowMs);
-    await scenario.attack({ port, pool, attackSignal, phaseSignal: interrupt.signal, attack: (result) => attack.push(result), flash: (result) => flash.push(result) });
+    await scenario.attack({ port, pool, attackSignal, phaseSignal: interrupt.signal, attack: (result) => attack.push(result), flash: (result) => flash.push(result), peakHeld: (count) => { peakHeld = count; } });
     clearTimeout(timer);
     window.abort();
   }
@@ -185,7 +186,7 @@ async function runPhase(server: PostfixInstance, scenario: Scenario, target: Tar
   };
   if (scenario.sends === 'legit') result.flash = { sessions: flash.length, outcomes: tally(flash), delivered: kinds.filter((kind) => kind === 'flash').length };
   if (scenario.attack && scenario.sends !== 'legit') {
-    result.attack = { sessions: attack.length, outcomes: tally(attack), delivered: attackMail.length };
+    result.attack = { sessions: attack.length, outcomes: tally(attack), delivered: attackMail.length, ...(peakHeld !== undefined ? { peakHeld } : {}) };
     if (scenario.sends === 'spam' && timeline?.detectedAtMs !== undefined) result.attack.afterDetection = afterDetection(attack, attackMail.map((message) => message.mtimeMs), timeline.detectedAtMs);
   }
   if (proxy && timeline) {

@@ -123,7 +123,9 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
       // an idle flood shows in the status within seconds, not after the idle timeout.
       listener?.expireUnansweredPairs(Date.now(), policy.entropy.pairTimeoutSeconds * 1000);
       // Under stress idle clients get a short timeout, as Postfix's smtpd_timeout = ${stress?10}s.
-      listener?.setIdleTimeoutSeconds(effectiveStatus() <= 0
+      // Postfix near its process limit (upstream.maxConnections as the proxy holds them) is stress too:
+      // half-open transactions that hold its processes are cut at the short time-out.
+      listener?.setIdleTimeoutSeconds(effectiveStatus() <= 0 || listener.upstreamNearLimit
         ? Math.min(holder.current().pushback.stressIdleTimeoutSeconds, policy.limits.idleTimeoutSeconds)
         : policy.limits.idleTimeoutSeconds);
     },
@@ -132,6 +134,7 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
   const metrics = new ProxyMetrics({
     activeSessions: () => listener?.activeSessions ?? 0,
     tarpitActive: () => tarpits.active,
+    upstreamHeld: () => listener?.upstreamShareStats() ?? { held: 0, untrusted: 0 },
     status: () => monitor.current(),
     sharedStore: () => health.counters(),
     quarantine: () => spool?.stats(),

@@ -7,6 +7,8 @@ import type { StatusSnapshot } from '../state/status-monitor.js';
 export interface ScrapeSources {
   activeSessions(): number;
   tarpitActive(): number;
+  /** Upstream (Postfix) connections held now, and those of them held for untrusted clients. */
+  upstreamHeld?(): { held: number; untrusted: number };
   status(): StatusSnapshot;
   sharedStore(): { roundTrips: number; errors: number; outages: number };
   /** The quarantine spool's entries and bytes, undefined when it is not open. */
@@ -69,6 +71,17 @@ export class ProxyMetrics {
       labelNames: ['step'],
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
+    });
+    new Gauge({
+      name: 'pushback_upstream_connections_held',
+      help: 'Postfix connections (smtpd processes) held now; trust="untrusted": for clients neither allow-listed nor proven',
+      labelNames: ['trust'],
+      registers,
+      collect() {
+        const held = sources.upstreamHeld?.() ?? { held: 0, untrusted: 0 };
+        this.set({ trust: 'all' }, held.held);
+        this.set({ trust: 'untrusted' }, held.untrusted);
+      },
     });
     new Gauge({ name: 'pushback_sessions_active', help: 'Client sessions open now', registers, collect() { this.set(sources.activeSessions()); } });
     new Gauge({ name: 'pushback_status', help: 'Server status from the pair entropy: 1 safe, 0 critical, -1 danger', registers, collect() { this.set(sources.status().status); } });

@@ -112,6 +112,18 @@ const upstreamSchema = z.strictObject({
   dataStallTimeoutMs: positiveInt.default(120_000),
   /** Reply to the final dot; shorter than a client's 10 minutes so it hears our 451 first. */
   dataDoneTimeoutMs: positiveInt.default(300_000),
+  /**
+   * Upstream connections held at once: set it to Postfix's smtpd process limit (default_process_limit, 100).
+   * At 80 % of it the proxy treats Postfix as under stress (short idle time-out).
+   */
+  maxConnections: positiveInt.default(100),
+  /** Of those, held for one client address at once (Postfix's anvil no longer counts clients behind XCLIENT). */
+  maxConnectionsPerAddress: positiveInt.default(10),
+  /**
+   * Share (percent) of maxConnections that clients neither allow-listed nor proven may hold together. Beyond
+   * it, the transaction silent the longest (2 s or more) among them is cut to make room, else MAIL gets 451.
+   */
+  untrustedSharePercent: z.number().int().min(1).max(100).default(80),
 });
 
 const adminSchema = z.strictObject({

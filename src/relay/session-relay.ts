@@ -45,6 +45,8 @@ export class SessionRelay {
   private closed = false;
   upstreamConnectMs: number | undefined;
   xclientSent = false;
+  /** Upstream connections opened for this session: each EHLO with a new name opens one; bounded. */
+  private opens = 0;
 
   constructor(private readonly options: UpstreamOptions, private readonly notices: RelayNotices) {}
 
@@ -56,6 +58,11 @@ export class SessionRelay {
     if (this.closed) return localFailure('mail', 'client session over');
     const identity = `${client.address}|${client.port}|${client.protocol ?? ''}|${client.helo ?? ''}|${client.hostname ?? ''}`;
     if (!this.upstream?.usable || identity !== this.upstreamIdentity) {
+      // A client that changes its EHLO name before each MAIL would have Postfix fork a session each time.
+      if (this.opens >= MAX_UPSTREAM_OPENS_PER_SESSION) {
+        return { code: 421, text: '4.7.0 Error: too many new sessions with the mail server on one connection', failure: 'limit: upstream connections opened for this session' };
+      }
+      this.opens += 1;
       const refusal = await this.openUpstream(client);
       if (refusal) return refusal;
       this.upstreamIdentity = identity;
@@ -119,6 +126,25 @@ export class SessionRelay {
     }, () => upstream.destroy());
   }
 
+  /** An upstream connection is open (or opening) for this session. */
+  get holdsUpstream(): boolean {
+    return this.upstream?.usable === true;
+  }
+
+  /**
+   * Lets the upstream connection go between transactions (a tarpitted session, whose next MAIL waits out its
+   * delay first): QUIT once any message's final reply is in; the next MAIL opens a new one.
+   */
+  releaseUpstream(): void {
+    const upstream = this.upstream;
+    if (!upstream) return;
+    this.upstream = undefined;
+    this.upstreamIdentity = '';
+    this.transactionOpen = false;
+    if (this.dataInFlight) void this.dataInFlight.then(() => upstream.quit());
+    else upstream.quit();
+  }
+
   /**
    * End of the client session: QUIT upstream if we still have it. A message whose final dot came
    * is Postfix's to answer first, even if the client left right after the dot (Postfix itself keeps
@@ -176,6 +202,9 @@ export class SessionRelay {
     throw error;
   }
 }
+
+/** New upstream connections one client session may cause (one per EHLO name it changes to before MAIL). */
+export const MAX_UPSTREAM_OPENS_PER_SESSION = 10;
 
 function fromUpstream(reply: SmtpReply): RelayReply {
   return { code: reply.code, text: replyText(reply) };

@@ -8,6 +8,30 @@
 /** Why a session was chosen, worst first; also the label of pushback_sessions_evicted_total. */
 export type EvictionReason = 'silent' | 'idle-after-helo' | 'suspect' | 'idle' | 'trusted-idle';
 
+/** Also counted: a transaction silent the longest, cut to free its Postfix process (upstream-share.ts). */
+export type EvictionCount = EvictionReason | 'half-open';
+
+/** A transaction must have been silent this long before it may be cut for another client's upstream slot. */
+export const HALF_OPEN_MIN_IDLE_MS = 2_000;
+
+/**
+ * Of the sessions holding a Postfix process for an untrusted client in a transaction, the one silent the longest,
+ * silent at least HALF_OPEN_MIN_IDLE_MS and not in DATA (its message is being relayed or answered). Undefined: none.
+ */
+export function chooseHalfOpen<T>(sessions: Iterable<T>, view: (session: T) => { holdsUntrustedSlot: boolean; inData: boolean; closing: boolean; lastActivityMs: number; sameAddress: boolean }, nowMs: number, sameAddressOnly: boolean): T | undefined {
+  let best: T | undefined;
+  let bestSince = nowMs - HALF_OPEN_MIN_IDLE_MS;
+  for (const session of sessions) {
+    const seen = view(session);
+    if (!seen.holdsUntrustedSlot || seen.inData || seen.closing || (sameAddressOnly && !seen.sameAddress)) continue;
+    if (seen.lastActivityMs <= bestSince) {
+      best = session;
+      bestSince = seen.lastActivityMs;
+    }
+  }
+  return best;
+}
+
 /** What eviction needs to know of one open session. */
 export interface EvictionView {
   /** MAIL accepted and its transaction not over (final reply not sent): never evicted. */

@@ -18,7 +18,8 @@ import { dataOutcome, type SessionEnd, type SessionRecord, type TransactionRecor
 import type { UpstreamOptions } from '../upstream/connection.js';
 import { clientNameFields } from '../upstream/xclient.js';
 import { installCommandHandlers, type ConnectionInternals } from './command-handlers.js';
-import { chooseEviction, type EvictionReason, type EvictionView } from './eviction.js';
+import { chooseEviction, chooseHalfOpen, type EvictionCount, type EvictionView } from './eviction.js';
+import { UpstreamShare } from '../relay/upstream-share.js';
 import { SourceConcurrency } from './source-concurrency.js';
 import { formatParameters, parameterValue, refuseParameters, type EnvelopeCommand, type EnvelopeVerb } from './envelope-command.js';
 import { LiveSession, type SmtpConnectionHandle } from './live-session.js';
@@ -54,14 +55,22 @@ export class SmtpListener {
   /** Sessions closed to make room that have not ended yet: they hold no slot. */
   private evictedOpen = 0;
   private readonly concurrency: SourceConcurrency;
+  /** Postfix processes held for clients: per address, and the untrusted clients' share (upstream-share.ts). */
+  private readonly upstreamShare: UpstreamShare;
   /** Evictions and capacity refusals since the last aggregate log line (at most one a second). */
-  private capacityEvents: Partial<Record<EvictionReason | 'refused-full' | 'refused-address' | 'refused-prefix', number>> = {};
+  private capacityEvents: Partial<Record<EvictionCount | 'refused-full' | 'refused-address' | 'refused-prefix' | 'upstream-refused-address' | 'upstream-refused-share', number>> = {};
   private capacityLogTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: ListenerDependencies) {
     const { policy } = deps;
     this.maxClients = deps.maxClients ?? policy.server.maxClients ?? 20_000;
     this.concurrency = new SourceConcurrency(concurrencyLimits(policy));
+    this.upstreamShare = new UpstreamShare({
+      maxConnections: policy.upstream.maxConnections,
+      perAddress: policy.upstream.maxConnectionsPerAddress,
+      untrustedPercent: policy.upstream.untrustedSharePercent,
+      stressPercent: UPSTREAM_STRESS_PERCENT,
+    });
     this.upstreamOptions = {
       host: policy.upstream.address.host,
       port: policy.upstream.address.port,
@@ -105,6 +114,15 @@ export class SmtpListener {
 
   get activeSessions(): number {
     return this.sessions.size;
+  }
+
+  /** Postfix processes held near upstream.maxConnections: treated as stress, like a status of 0. */
+  get upstreamNearLimit(): boolean {
+    return this.upstreamShare.nearLimit;
+  }
+
+  upstreamShareStats(): ReturnType<UpstreamShare['stats']> {
+    return this.upstreamShare.stats();
   }
 
   /** True once a shutdown drain has begun: the proxy takes no new mail. */
@@ -271,7 +289,7 @@ export class SmtpListener {
     };
   }
 
-  private evict(live: LiveSession, reason: EvictionReason): void {
+  private evict(live: LiveSession, reason: EvictionCount): void {
     live.evicted = true;
     this.evictedOpen += 1;
     live.end = 'evicted';
@@ -334,6 +352,43 @@ export class SmtpListener {
     });
   }
 
+  /**
+   * A Postfix process for this session's transaction, or the reply when none may be had. When the client's
+   * address or the untrusted clients hold their share, the transaction silent the longest among them (2 s or
+   * more, not in DATA) is cut with 421 to make room; only when there is none does this client hear 451.
+   */
+  private takeUpstreamSlot(live: LiveSession): RelayReply | undefined {
+    if (live.upstreamSlot) return undefined;
+    const trusted = isTrusted(live);
+    const refusal = this.upstreamShare.refusal(live.client, trusted);
+    if (refusal) {
+      const victim = chooseHalfOpen(this.sessions.values(), (other) => ({
+        holdsUntrustedSlot: other.upstreamSlot !== undefined && !other.upstreamSlot.trusted,
+        inData: other.inData || other.awaitingFinalReply,
+        closing: other === live || other.evicted || other.closed || other.end !== undefined,
+        lastActivityMs: other.lastActivityMs,
+        sameAddress: other.client === live.client,
+      }), Date.now(), refusal === 'address');
+      if (!victim) {
+        this.countCapacityEvent(refusal === 'address' ? 'upstream-refused-address' : 'upstream-refused-share');
+        return refusal === 'address'
+          ? { code: 451, text: `4.7.0 ${this.deps.policy.server.hostname} Error: too many transactions from ${live.client} at once, try again later` }
+          : { code: 451, text: `4.3.2 ${this.deps.policy.server.hostname} Error: all server ports are busy, try again later` };
+      }
+      this.evict(victim, 'half-open');
+      victim.relay.close();
+      this.releaseUpstreamSlot(victim);
+    }
+    live.upstreamSlot = this.upstreamShare.acquire(live.client, trusted);
+    return undefined;
+  }
+
+  private releaseUpstreamSlot(live: LiveSession): void {
+    if (!live.upstreamSlot) return;
+    this.upstreamShare.release(live.upstreamSlot);
+    live.upstreamSlot = undefined;
+  }
+
   private refuse(live: LiveSession, reply: RelayReply, callback: (error?: Error | null) => void, end: SessionEnd = 'refused'): void {
     // smtp-server hangs up right after a refusal at connect: that reply expects no answer.
     live.end = end;
@@ -355,8 +410,15 @@ export class SmtpListener {
       maxMessageBytes: this.deps.policy.limits.maxMessageBytes,
     });
     if (refusal) return Promise.resolve(refusal);
-    const reply = verb === 'MAIL' ? this.onMailFrom(live, session, command) : this.onRcptTo(live, command);
-    return reply.then((result) => new Promise<RelayReply>((resolve) => later(live.decision.replyDelayMs, () => resolve(result))), (error: Error) => {
+    // The tarpit's delay comes before the command goes to Postfix, not after its reply: a client being
+    // slowed down must not hold an smtpd process of Postfix's while it waits.
+    const forward = (): Promise<RelayReply> => {
+      if (live.closed) return Promise.resolve(CLIENT_GONE);
+      return verb === 'MAIL' ? this.onMailFrom(live, session, command) : this.onRcptTo(live, command);
+    };
+    const delayMs = live.decision.replyDelayMs;
+    const reply = delayMs > 0 ? new Promise<void>((resolve) => later(delayMs, resolve)).then(forward) : forward();
+    return reply.then((result) => result, (error: Error) => {
       this.internalErrorLogged(live, error);
       return INTERNAL_ERROR;
     });
@@ -385,6 +447,8 @@ export class SmtpListener {
       // Every recipient will be refused: no need to cost Postfix a connection for this transaction.
       result = { code: 250, text: '2.1.0 Ok' };
     } else {
+      const noSlot = this.takeUpstreamSlot(live);
+      if (noSlot) return noSlot;
       result = await live.relay.mailFrom({
         address: session.remoteAddress,
         port: session.remotePort,
@@ -392,6 +456,7 @@ export class SmtpListener {
         helo: live.helo,
         protocol: session.openingCommand === 'HELO' ? 'SMTP' : 'ESMTP',
       }, command.path, command.parameters);
+      if (!live.relay.holdsUpstream) this.releaseUpstreamSlot(live);
     }
     if (result.code >= 400) {
       transaction.outcome = result.code < 500 ? 'deferred' : 'rejected';
@@ -446,6 +511,11 @@ export class SmtpListener {
       }
       transaction.outcome = reply.failure && !stream.readableEnded ? 'aborted' : quarantine && reply.code === 250 ? 'quarantined' : dataOutcome(reply.code);
       transaction.reply = `${reply.code} ${reply.text}`;
+      // A tarpitted client's next MAIL waits out its delay first: Postfix's process is not kept for that wait.
+      if (live.tarpitted || !live.relay.holdsUpstream) {
+        live.relay.releaseUpstream();
+        this.releaseUpstreamSlot(live);
+      }
       if (reply.code < 400) callback(null, reply.text);
       else callback(smtpError(reply));
       // A deadline or the end of a drain that came while Postfix (or the spool) had the message
@@ -529,6 +599,7 @@ export class SmtpListener {
     for (const watcher of this.endWatchers) watcher(session.id);
     clearTimeout(live.deadline);
     live.relay.close();
+    this.releaseUpstreamSlot(live);
     if (live.tarpitted) this.deps.tarpits?.leave();
     const expiredBefore = live.pairs.abnormal;
     const record = live.finish();
@@ -589,6 +660,10 @@ function concurrencyLimits(policy: Policy): { perAddress: number; perPrefixV4: n
 const SPOOL_FULL: RelayReply = { code: 452, text: '4.3.1 Insufficient system storage, try again later' };
 /** Postfix's default smtpd_hard_error_limit: error replies after which the session is closed. */
 const HARD_ERROR_LIMIT = 20;
+/** Holding this share of upstream.maxConnections, Postfix is near its process limit: the stress idle time-out applies. */
+const UPSTREAM_STRESS_PERCENT = 80;
+/** The reply to a command whose client left while the tarpit held it: nobody reads it. */
+const CLIENT_GONE: RelayReply = { code: 421, text: '4.4.2 Error: connection closed' };
 const INTERNAL_ERROR: RelayReply = { code: 451, text: '4.3.0 Internal error, try again later' };
 
 /** Runs fn after ms (at once when 0); the timer does not keep the process alive. */

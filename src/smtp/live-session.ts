@@ -3,6 +3,7 @@
 // here: the listener translates its events into these calls.
 import type { ReverseDnsResult } from '../dns/fcrdns.js';
 import type { RelayReply, SessionRelay } from '../relay/session-relay.js';
+import type { UpstreamSlot } from '../relay/upstream-share.js';
 import {
   MAX_LISTED_REJECTIONS,
   MAX_LISTED_TRANSACTIONS,
@@ -65,6 +66,8 @@ export class LiveSession {
   current: TransactionRecord | undefined;
   decision: ScreenDecision = PASS;
   tarpitted = false;
+  /** The Postfix process this session holds a share of, from its first MAIL until it lets the upstream go. */
+  upstreamSlot: UpstreamSlot | undefined;
   commands = 0;
   lastCommand = '';
   greeted = false;

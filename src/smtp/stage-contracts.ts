@@ -3,7 +3,7 @@
 // without knowing which implementation main.ts wired in.
 import type { RelayReply } from '../relay/session-relay.js';
 import type { SessionRecord } from '../session/record.js';
-import type { EvictionReason } from './eviction.js';
+import type { EvictionCount } from './eviction.js';
 import type { ScreenDecision } from './live-session.js';
 
 export type { ScreenDecision } from './live-session.js';
@@ -16,7 +16,7 @@ export interface SessionObserver {
   upstreamReply(step: string, milliseconds: number, code: number | undefined): void;
   sessionEnded(record: SessionRecord): void;
   /** A session was closed to make room for a newcomer (pushback_sessions_evicted_total). */
-  evicted?(reason: EvictionReason): void;
+  evicted?(reason: EvictionCount): void;
 }
 
 /** The screen stage, as the listener sees it: a decision per new client. */

@@ -1,0 +1,132 @@
+// Who holds Postfix's smtpd processes: a tarpitted client waits before its command reaches Postfix
+// and lets Postfix go between transactions; half-open transactions (EHLO, MAIL, RCPT, silence) of
+// untrusted clients hold at most their share, the one silent longest making room for a newcomer;
+// one address holds at most its own share; a session cannot make Postfix fork one smtpd per EHLO.
+// Real listener on an ephemeral port, sources bound across 127.0.0.0/8, a scripted upstream.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FakeUpstream } from '../support/fake-upstream.js';
+import { startTestProxy, type TestProxy } from '../support/proxy.js';
+import { waitForAsync } from '../support/redis-server.js';
+import { SmtpDialog } from '../support/smtp-dialog.js';
+
+let upstream: FakeUpstream;
+let proxy: TestProxy | undefined;
+let dialogs: SmtpDialog[];
+
+beforeEach(async () => {
+  upstream = await FakeUpstream.start();
+  dialogs = [];
+});
+
+afterEach(async () => {
+  for (const dialog of dialogs) dialog.destroy();
+  await proxy?.stop();
+  await upstream.close();
+  proxy = undefined;
+});
+
+const FAST = 'entropy: { statusIntervalMs: 100 }\nstate: { flushIntervalMs: 50 }\n';
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function greeted(localAddress: string): Promise<SmtpDialog> {
+  const dialog = await SmtpDialog.connect(proxy!.port, { localAddress });
+  dialogs.push(dialog);
+  expect((await dialog.reply()).code).toBe(220);
+  return dialog;
+}
+
+/** EHLO, MAIL, RCPT, then silence: the half-open transaction that holds one Postfix process. */
+async function halfOpen(localAddress: string): Promise<SmtpDialog> {
+  const dialog = await greeted(localAddress);
+  await dialog.command(`EHLO half-open.test`);
+  expect((await dialog.command('MAIL FROM:<a@half-open.test>')).code).toBe(250);
+  expect((await dialog.command('RCPT TO:<b@example.test>')).code).toBe(250);
+  return dialog;
+}
+
+describe('a tarpit holds the client, not Postfix', () => {
+  it('forwards a tarpitted MAIL only once its delay is over, and lets the upstream go between transactions', async () => {
+    proxy = await startTestProxy(upstream.address, `${FAST}pushback: { tarpit: { baseDelayMs: 900, perScoreDelayMs: 0 } }\n`);
+    // An early talker earns a tarpit verdict (score 10) for its next sessions.
+    const talker = await SmtpDialog.connect(proxy.port, { localAddress: '127.40.0.1' });
+    talker.write('EHLO bot.example\r\n');
+    expect((await talker.reply()).code).toBe(421);
+    talker.destroy();
+    await waitForAsync(async () => proxy!.sessions.length === 1, 5_000, 'the early talker to end');
+    await sleep(200);
+    const dialog = await SmtpDialog.connect(proxy.port, { localAddress: '127.40.0.1' });
+    dialogs.push(dialog);
+    expect((await dialog.reply(5_000)).code).toBe(220);
+    await dialog.command('EHLO slow.test', 5_000);
+    const mail = dialog.command('MAIL FROM:<a@slow.test>', 5_000);
+    await sleep(500);
+    // Half-way through the delay Postfix has heard nothing, not even a connection.
+    expect(upstream.commands.filter((line) => line.startsWith('MAIL'))).toEqual([]);
+    expect(upstream.connectionsOpened).toBe(0);
+    expect((await mail).code).toBe(250);
+    expect(upstream.commands.filter((line) => line.startsWith('MAIL'))).toHaveLength(1);
+    expect((await dialog.command('RCPT TO:<b@example.test>', 5_000)).code).toBe(250);
+    expect((await dialog.command('DATA', 5_000)).code).toBe(354);
+    expect((await dialog.command('Subject: t\r\n\r\nbody\r\n.', 5_000)).code).toBe(250);
+    // Between transactions the tarpitted session holds no smtpd process.
+    await waitForAsync(async () => upstream.connectionsOpen === 0, 5_000, 'the upstream to be let go');
+    expect(upstream.messages).toHaveLength(1);
+    expect((await dialog.command('MAIL FROM:<c@slow.test>', 5_000)).code).toBe(250);
+    expect(upstream.connectionsOpened).toBe(2);
+  });
+});
+
+describe('the untrusted clients share of Postfix processes', () => {
+  it('cuts the transaction silent the longest to make room for a newcomer, and never holds more than the share', async () => {
+    proxy = await startTestProxy(upstream.address, `${FAST}upstream: { maxConnections: 5, untrustedSharePercent: 60 }\n`);
+    const held = [await halfOpen('127.41.0.1'), await halfOpen('127.41.0.2'), await halfOpen('127.41.0.3')];
+    expect(upstream.connectionsOpen).toBe(3);
+    await sleep(2_200);
+    const newcomer = await halfOpen('127.41.0.4');
+    expect(await held[0]!.reply()).toMatchObject({ code: 421, text: expect.stringMatching(/closing idle session$/) });
+    expect(await held[0]!.closedByServer()).toBe(true);
+    await waitForAsync(async () => upstream.connectionsOpen === 3, 5_000, 'the cut transaction to free its upstream');
+    expect((await newcomer.command('DATA')).code).toBe(354);
+    expect((await newcomer.command('Subject: t\r\n\r\nbody\r\n.')).code).toBe(250);
+    const metrics = await (await fetch(`http://127.0.0.1:${proxy.proxy.adminAddress.port}/metrics`)).text();
+    expect(metrics).toMatch(/^pushback_sessions_evicted_total\{reason="half-open"\} 1$/m);
+    expect(metrics).toMatch(/^pushback_upstream_connections_held\{trust="untrusted"\} 3$/m);
+  });
+
+  it('answers 451 when every process is busy with a transaction that is not silent', async () => {
+    proxy = await startTestProxy(upstream.address, `${FAST}upstream: { maxConnections: 2, untrustedSharePercent: 100 }\n`);
+    await halfOpen('127.42.0.1');
+    await halfOpen('127.42.0.2');
+    const late = await greeted('127.42.0.3');
+    await late.command('EHLO late.test');
+    expect(await late.command('MAIL FROM:<a@late.test>')).toMatchObject({ code: 451, text: expect.stringMatching(/^4\.3\.2 .* all server ports are busy/) });
+    expect(upstream.connectionsOpened).toBe(2);
+  });
+
+  it('holds at most maxConnectionsPerAddress for one address; an allow-listed address is exempt', async () => {
+    proxy = await startTestProxy(upstream.address, `${FAST}upstream: { maxConnectionsPerAddress: 2 }\npushback: { allow: ["127.43.0.9"] }\n`);
+    await halfOpen('127.43.0.1');
+    await halfOpen('127.43.0.1');
+    const third = await greeted('127.43.0.1');
+    await third.command('EHLO third.test');
+    expect(await third.command('MAIL FROM:<a@third.test>')).toMatchObject({ code: 451, text: expect.stringMatching(/^4\.7\.0 .* too many transactions from 127\.43\.0\.1 at once/) });
+    // Another address is not affected.
+    await halfOpen('127.43.0.2');
+    for (let index = 0; index < 3; index++) await halfOpen('127.43.0.9');
+    expect(upstream.connectionsOpen).toBe(6);
+  });
+});
+
+describe('new upstream connections per session', () => {
+  it('stops a client that changes its EHLO name before every MAIL after ten upstream connections', async () => {
+    proxy = await startTestProxy(upstream.address, FAST);
+    const dialog = await greeted('127.44.0.1');
+    for (let index = 0; index < 10; index++) {
+      await dialog.command(`EHLO name${index}.test`);
+      expect((await dialog.command('MAIL FROM:<a@name.test>')).code).toBe(250);
+    }
+    await dialog.command('EHLO name10.test');
+    expect(await dialog.command('MAIL FROM:<a@name.test>')).toMatchObject({ code: 421, text: expect.stringMatching(/too many new sessions/) });
+    expect(upstream.connectionsOpened).toBe(10);
+  });
+});
