@@ -366,7 +366,7 @@ export class SmtpListener {
         holdsUntrustedSlot: other.upstreamSlot !== undefined && !other.upstreamSlot.trusted,
         inData: other.inData || other.awaitingFinalReply,
         closing: other === live || other.evicted || other.closed || other.end !== undefined,
-        lastActivityMs: other.lastActivityMs,
+        lastActivityMs: other.lastEnvelopeMs,
         sameAddress: other.client === live.client,
       }), Date.now(), refusal === 'address');
       if (!victim) {
@@ -410,6 +410,7 @@ export class SmtpListener {
       maxMessageBytes: this.deps.policy.limits.maxMessageBytes,
     });
     if (refusal) return Promise.resolve(refusal);
+    live.lastEnvelopeMs = Date.now();
     // The tarpit's delay comes before the command goes to Postfix, not after its reply: a client being
     // slowed down must not hold an smtpd process of Postfix's while it waits.
     const forward = (): Promise<RelayReply> => {

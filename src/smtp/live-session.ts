@@ -68,6 +68,11 @@ export class LiveSession {
   tarpitted = false;
   /** The Postfix process this session holds a share of, from its first MAIL until it lets the upstream go. */
   upstreamSlot: UpstreamSlot | undefined;
+  /**
+   * Last MAIL or RCPT, epoch ms: how long a transaction has made no progress. Not lastActivityMs, which
+   * any NOOP refreshes: a half-open client chattering NOOPs would never look silent.
+   */
+  lastEnvelopeMs = 0;
   commands = 0;
   lastCommand = '';
   greeted = false;
