@@ -15,6 +15,8 @@ export interface SessionResult {
   startedAtMs: number;
   /** Connect to the 250 after the final dot; only for accepted messages. */
   latencyMs?: number;
+  /** Milliseconds from each command (or connect) to its reply, by step: where a slow session waited. */
+  stepMs?: Record<string, number>;
 }
 
 export interface Endpoint {
@@ -183,9 +185,13 @@ export async function runSession(
     ['DATA', 'DATA', 354],
     ['DOT', `${plan.lines.join('\r\n')}\r\n.`, 250],
   ];
+  const stepMs: Record<string, number> = {};
+  let stepStarted = started;
   for (const [step, line, expected] of steps) {
     if (line !== undefined) connection.write(`${line}\r\n`);
     const reply = await connection.reply(within());
+    stepMs[step] = Math.round(performance.now() - stepStarted);
+    stepStarted = performance.now();
     if (reply === 'aborted') return end('cut');
     if (typeof reply === 'string') return end(step === 'GREETING' ? 'noGreeting' : 'lost');
     if (reply.code !== expected) {
@@ -195,7 +201,7 @@ export async function runSession(
   }
   const latencyMs = performance.now() - started;
   await connection.quit();
-  return { outcome: 'accepted', startedAtMs, latencyMs };
+  return { outcome: 'accepted', startedAtMs, latencyMs, stepMs };
 }
 
 /**

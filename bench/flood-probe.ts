@@ -1,6 +1,7 @@
 // What the flood benchmark observes besides its own clients: the proxy's /status and /metrics
 // (polled every 250 ms during a phase), the maildirs of the throwaway Postfix (what really reached
-// it, and when), and Postfix's log (how smtpd coped: process limit, timeouts, lost connections).
+// it, and when), and Postfix's log (how smtpd coped: process limit, timeouts, lost connections;
+// what postscreen decided, where it runs).
 import { open, rm, stat } from 'node:fs/promises';
 import type { PostfixInstance } from '../test/support/postfix.js';
 import { sleep } from './servers.js';
@@ -222,6 +223,8 @@ export interface PostfixLogSummary {
   delivered: number;
   /** Distinct warnings (numbers and addresses blanked), most frequent first. */
   warnings: Array<{ text: string; count: number }>;
+  /** postscreen(8)'s verdicts by kind (PASS NEW, PASS OLD, PREGREET, ...); only when postscreen logged any. */
+  postscreen?: Record<string, number>;
 }
 
 export function summarisePostfixLog(log: string): PostfixLogSummary {
@@ -231,7 +234,8 @@ export function summarisePostfixLog(log: string): PostfixLogSummary {
     for (const match of log.matchAll(re)) stages[match[1] as string] = (stages[match[1] as string] ?? 0) + 1;
     return stages;
   };
-  return {
+  const summary: PostfixLogSummary = {
+    // smtpd's lowercase "connect from"; postscreen's own is "CONNECT from".
     connects: count(/ connect from /g),
     timeoutAfter: byStage(/ timeout after (\S+) from /g),
     lostAfter: byStage(/ lost connection after (\S+) from /g),
@@ -240,6 +244,28 @@ export function summarisePostfixLog(log: string): PostfixLogSummary {
     delivered: count(/status=sent/g),
     warnings: distinctWarnings(log),
   };
+  const postscreen = postscreenVerdicts(log);
+  if (postscreen) summary.postscreen = postscreen;
+  return summary;
+}
+
+/**
+ * What postscreen decided per connection: PASS NEW/OLD (handed to smtpd after or without tests),
+ * ALLOWLISTED (mynetworks), PREGREET (spoke early), HANGUP, and its own 421 refusals ("too many
+ * connections" per client, "all server ports busy" when smtpd's queue is full). Undefined without postscreen.
+ */
+function postscreenVerdicts(log: string): Record<string, number> | undefined {
+  const verdicts: Record<string, number> = {};
+  let seen = false;
+  for (const [, text] of log.matchAll(/ postfix\/postscreen\[\d+\]: (.*)$/gm)) {
+    seen = true;
+    const refused = /^NOQUEUE: reject: CONNECT from \S+: (.*)$/.exec(text as string)?.[1];
+    const kind = refused
+      ? `421 ${refused.replace(/\[[\d.:a-f]+\]/gi, '[addr]')}`
+      : /^(PASS NEW|PASS OLD|ALLOWLISTED|WHITELISTED|DENYLISTED|BLACKLISTED|PREGREET|HANGUP|DNSBL|COMMAND PIPELINING|NON-SMTP COMMAND|BARE NEWLINE|COMMAND TIME LIMIT|COMMAND COUNT LIMIT|COMMAND LENGTH LIMIT)\b/.exec(text as string)?.[1];
+    if (kind) verdicts[kind] = (verdicts[kind] ?? 0) + 1;
+  }
+  return seen ? verdicts : undefined;
 }
 
 function distinctWarnings(log: string): Array<{ text: string; count: number }> {

@@ -2,6 +2,7 @@
 // each scenario (abandoned handshakes, a botnet, early talkers, a one-source spam burst, a flash
 // crowd). Every loop is bounded in count and in time; sources are distinct loopback addresses,
 // which Linux routes on 127.0.0.0/8 without any setup.
+import { setMaxListeners } from 'node:events';
 import { holdHalfOpen, holdIdle, runSession, type MessagePlan, type SessionResult, type SocketPool } from './flood-client.js';
 
 export const LEGIT_SESSIONS_PER_SECOND = 10;
@@ -10,6 +11,8 @@ export const LEGIT_ADDRESS_COUNT = 10;
 /** A legitimate session that has not delivered within this is counted as failed. */
 export const LEGIT_DEADLINE_MS = 15_000;
 const ATTACK_REPLY_TIMEOUT_MS = 15_000;
+/** An idle or half-open attack connection is dropped by its attacker after this, if the server has not closed it. */
+const HOLD_MS = 60_000;
 
 // The idle flood is free to exceed every cap the proxy ships with (maxClients, the per-/24 limits):
 // 10,000 addresses, 600 new connections a second, up to 15,000 held at once by this process.
@@ -29,6 +32,11 @@ export interface ScenarioContext {
   pool: SocketPool;
   /** Aborted when the attack window closes: launching stops and attack sockets still open are cut. */
   attackSignal: AbortSignal;
+  /**
+   * Aborted when the phase's legitimate load has ended: connections still held (idle, half-open) are
+   * cut then. Until that, each is held until the server closes it or HOLD_MS passes.
+   */
+  holdSignal: AbortSignal;
   /** Aborted only when the whole benchmark is interrupted. */
   phaseSignal: AbortSignal;
   attack(result: SessionResult): void;
@@ -52,21 +60,21 @@ export const SCENARIOS: readonly Scenario[] = [
     id: 'abandon',
     sends: 'nothing',
     title: `abandoned handshakes: ${ABANDON.addresses} addresses in 127.1.0.0/16, ${ABANDON.perSecond}/s up to ${ABANDON.concurrency} idle connections at once, `
-      + `each held until the server closes it (then replaced) or the window ends`,
+      + `launched while the window lasts, each held until the server closes it or for ${HOLD_MS / 1000} s`,
     attack: (context) => launchAtRate(ABANDON.perSecond, ABANDON.total, ABANDON.concurrency, context.attackSignal, async (index) => {
       const endpoint = { port: context.port, localAddress: address(1, index % ABANDON.addresses) };
-      context.attack(await holdIdle(endpoint, context.pool, context.attackSignal));
+      context.attack(await holdIdle(endpoint, context.pool, heldUntil(context)));
     }),
   },
   {
     id: 'halfopen',
     sends: 'nothing',
     title: `half-open transactions: ${HALF_OPEN.addresses} addresses in 127.6.0.0/16, ${HALF_OPEN.perSecond}/s up to ${HALF_OPEN.concurrency} at once, `
-      + 'each EHLO, MAIL, RCPT, then silent until the server closes it (then replaced) or the window ends',
+      + `each EHLO, MAIL, RCPT, then silent until the server closes it or for ${HOLD_MS / 1000} s`,
     attack: (context) => launchAtRate(HALF_OPEN.perSecond, HALF_OPEN.total, HALF_OPEN.concurrency, context.attackSignal, async (index) => {
       const endpoint = { port: context.port, localAddress: address(6, index % HALF_OPEN.addresses) };
       const plan = { heloName: `host${index}.half-open.example`, from: `bot${index}@half-open.example`, to: 'attack@example.test' };
-      context.attack(await holdHalfOpen(endpoint, plan, context.pool, context.attackSignal));
+      context.attack(await holdHalfOpen(endpoint, plan, context.pool, heldUntil(context)));
     }),
   },
   {
@@ -78,7 +86,7 @@ export const SCENARIOS: readonly Scenario[] = [
       let peak = 0;
       const hooks = { greeted: () => { held += 1; peak = Math.max(peak, held); }, ended: () => { held -= 1; } };
       await launchAtRate(ONE_ADDRESS.perSecond, ONE_ADDRESS.connections, ONE_ADDRESS.connections, context.attackSignal, async () => {
-        context.attack(await holdIdle({ port: context.port, localAddress: ONE_ADDRESS.source }, context.pool, context.attackSignal, hooks));
+        context.attack(await holdIdle({ port: context.port, localAddress: ONE_ADDRESS.source }, context.pool, heldUntil(context), hooks));
       });
       context.peakHeld(peak);
     },
@@ -141,6 +149,27 @@ export async function runSteadyLegit(
     const limits = { replyTimeoutMs: LEGIT_DEADLINE_MS, deadlineMs: performance.now() + LEGIT_DEADLINE_MS };
     record(await runSession({ port, localAddress }, plan, limits, pool, signal));
   });
+}
+
+/**
+ * One message from each steady sender's address, all at once: what makes them proven to a
+ * postscreen, whose cache then passes them without its pregreet test (a new client waits
+ * postscreen_greet_wait, 6 s, the first time). Resolves with how many were accepted.
+ */
+export async function warmLegitSenders(port: number, pool: SocketPool, signal: AbortSignal): Promise<number> {
+  const results = await Promise.all(Array.from({ length: LEGIT_ADDRESS_COUNT }, (_, index) => {
+    const plan = message('warmup', index, 'legit@example.test', `user${index}@proven.example`);
+    const limits = { replyTimeoutMs: LEGIT_DEADLINE_MS, deadlineMs: performance.now() + LEGIT_DEADLINE_MS };
+    return runSession({ port, localAddress: `127.0.0.${2 + index}` }, plan, limits, pool, signal);
+  }));
+  return results.filter((result) => result.outcome === 'accepted').length;
+}
+
+/** A held connection's end: HOLD_MS after it opened, or when the phase's legitimate load has ended. */
+function heldUntil(context: ScenarioContext): AbortSignal {
+  const signal = AbortSignal.any([context.holdSignal, AbortSignal.timeout(HOLD_MS)]);
+  setMaxListeners(0, signal);
+  return signal;
 }
 
 /** "legit-17@bench.test" style Message-IDs let the maildir tell steady senders from the flash crowd. */

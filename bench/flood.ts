@@ -1,15 +1,19 @@
 // Flood benchmark (`npm run bench:flood`): a throwaway Postfix with its stock process limit (100
 // smtpd) takes steady legitimate mail from proven senders while one attack runs beside it
 // (abandoned handshakes, a botnet, early talkers, a one-source spam burst, a flash crowd), first
-// straight into Postfix (A), then through a fresh proxy in front of the same Postfix (B). Prints,
-// per scenario, delivery and latency of the legitimate mail, the attack's connections by what the
-// client saw, what reached the maildirs, the proxy's actions and detection times, and the issue's
-// targets as PASS/FAIL. Loopback only; every loop is bounded in count and time.
+// straight into Postfix (A), then into a second Postfix, the same but with postscreen(8) on its
+// port at postscreen's defaults (B, an anchor: what stock Postfix does without us), then through a
+// fresh proxy in front of the first Postfix (C). Prints, per scenario, delivery and latency of the
+// legitimate mail, the attack's connections by what the client saw, what reached the maildirs,
+// postscreen's verdicts, the proxy's actions and detection times, and the issue's targets as
+// PASS/FAIL (judged on C; A and B beside it). Loopback only; every loop is bounded in count and time.
 // Informational: exits 0 whatever the numbers, 1 only when something crashed (the proxy included).
 // Options: --json [FILE] (results object to FILE, or stdout with the report on stderr).
 // Environment: BENCH_FLOOD_SECONDS (20): length of each phase; the attack runs from 20 % to 80 % of it.
 // BENCH_FLOOD_SCENARIOS (all): comma-separated scenario ids to run, e.g. "baseline,burst".
 // BENCH_FLOOD_MAX_CLIENTS (unset: the shipped default): server.maxClients for the proxy.
+// BENCH_FLOOD_TARGETS (all): comma-separated targets to run (postfix, postscreen, proxy).
+// BENCH_FLOOD_PROFILE_DIR (unset): each proxy runs with --cpu-prof into this directory.
 import { setMaxListeners } from 'node:events';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -20,8 +24,8 @@ import { startPostfix, type PostfixInstance } from '../test/support/postfix.js';
 import { freeLoopbackPort, killAllChildrenNow, stopAllChildren, stopChild, type Child } from './children.js';
 import { SocketPool, type SessionResult } from './flood-client.js';
 import { AdminPoller, metricByLabel, metricTotal, summarisePostfixLog, summariseProxyLog, takeMailbox, waitForDelivery, type AdminTimeline } from './flood-probe.js';
-import { afterDetection, evaluateTargets, formatScenario, formatTargets, ms, percentile, tally, type PhaseResult, type TargetName } from './flood-report.js';
-import { LEGIT_ADDRESS_COUNT, LEGIT_DEADLINE_MS, LEGIT_SESSIONS_PER_SECOND, messageKind, runSteadyLegit, SCENARIOS, type Scenario } from './flood-scenarios.js';
+import { afterDetection, slowestSessions, evaluateTargets, formatScenario, formatTargets, ms, percentile, tally, TARGETS, type PhaseResult, type TargetName } from './flood-report.js';
+import { LEGIT_ADDRESS_COUNT, LEGIT_DEADLINE_MS, LEGIT_SESSIONS_PER_SECOND, messageKind, runSteadyLegit, SCENARIOS, warmLegitSenders, type Scenario } from './flood-scenarios.js';
 import { buildDist, machineInfo, positiveNumber, ROOT, sleep, startProxyChild } from './servers.js';
 
 /** Pause after each phase, so Postfix's smtpd processes see their clients gone before the next one. */
@@ -32,6 +36,8 @@ const phaseSeconds = positiveNumber('BENCH_FLOOD_SECONDS', 20);
 const attackStartMs = phaseSeconds * 200;
 const attackWindowMs = phaseSeconds * 600;
 const scenarios = pickScenarios(process.env.BENCH_FLOOD_SCENARIOS);
+// BENCH_FLOOD_TARGETS (all): e.g. "proxy" to iterate on the proxy alone; the report leaves the others blank.
+const runTargets = process.env.BENCH_FLOOD_TARGETS ? TARGETS.filter((target) => process.env.BENCH_FLOOD_TARGETS?.split(',').includes(target)) : TARGETS;
 const jsonTarget = parseArguments(process.argv.slice(2));
 // With the results object on stdout, the human-readable report moves to stderr.
 const report = (text: string): void => void (jsonTarget === '-' ? process.stderr : process.stdout).write(`${text}\n`);
@@ -46,6 +52,7 @@ const interrupt = new AbortController();
 setMaxListeners(0, interrupt.signal);
 const pool = new SocketPool();
 let postfix: PostfixInstance | undefined;
+let postscreen: PostfixInstance | undefined;
 
 process.on('exit', () => {
   pool.closeAll();
@@ -57,7 +64,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     progress(`\n${signal}: closing every socket, stopping the proxy and Postfix`);
     interrupt.abort();
     pool.closeAll();
-    void Promise.allSettled([stopAllChildren(), postfix?.stop()]).finally(() => process.exit(130));
+    void Promise.allSettled([stopAllChildren(), postfix?.stop(), postscreen?.stop()]).finally(() => process.exit(130));
   });
 }
 
@@ -71,7 +78,7 @@ try {
 } finally {
   pool.closeAll();
   await stopAllChildren();
-  await postfix?.stop();
+  await Promise.allSettled([postfix?.stop(), postscreen?.stop()]);
 }
 
 async function main(): Promise<void> {
@@ -79,18 +86,27 @@ async function main(): Promise<void> {
   buildDist(progress);
   // mynetworks is only the proxy's own address: the senders are Internet clients to Postfix, so its
   // per-client limits (anvil) apply to them as they would on a real MX.
-  postfix = await startPostfix({ processLimit: POSTFIX_PROCESS_LIMIT, users: ['legit', 'attack'], mynetworks: ['127.0.0.1/32'] });
-  progress(`Postfix on 127.0.0.1:${postfix.port} (default_process_limit ${POSTFIX_PROCESS_LIMIT}); ${phaseSeconds} s per phase, attack from ${attackStartMs / 1000} s for ${attackWindowMs / 1000} s`);
+  const postfixOptions = { processLimit: POSTFIX_PROCESS_LIMIT, users: ['legit', 'attack'], mynetworks: ['127.0.0.1/32'] };
+  postfix = await startPostfix(postfixOptions);
+  // B: the same Postfix with postscreen on its port, nothing else changed. The proxy's upstream stays A's.
+  postscreen = await startPostfix({ ...postfixOptions, postscreen: true });
+  progress(`Postfix on 127.0.0.1:${postfix.port}, Postfix with postscreen on 127.0.0.1:${postscreen.port} (default_process_limit ${POSTFIX_PROCESS_LIMIT}); `
+    + `${phaseSeconds} s per phase, attack from ${attackStartMs / 1000} s for ${attackWindowMs / 1000} s`);
+  // Proven senders are proven to postscreen too: one message each puts them in its cache (PASS OLD).
+  const warmed = await warmLegitSenders(postscreen.port, pool, interrupt.signal);
+  pool.closeAll();
+  progress(`postscreen cache warmed: ${warmed}/${LEGIT_ADDRESS_COUNT} steady senders passed its pregreet test`);
+  const servers: Record<TargetName, PostfixInstance> = { postfix, postscreen, proxy: postfix };
 
   const phases: PhaseResult[] = [];
   const timelines: Record<string, AdminTimeline['samples']> = {};
   for (const scenario of scenarios) {
-    for (const target of ['postfix', 'proxy'] as const) {
+    for (const target of runTargets) {
       if (interrupt.signal.aborted) return;
-      const { result, samples } = await runPhase(postfix, scenario, target);
+      const { result, samples } = await runPhase(servers[target], scenario, target);
       phases.push(result);
       if (samples) timelines[scenario.id] = samples;
-      progress(`${scenario.id.padEnd(8)} ${target.padEnd(7)} legit ${result.legit.delivered}/${result.legit.sessions} p99 ${ms(result.legit.p99Ms)}`
+      progress(`${scenario.id.padEnd(8)} ${target.padEnd(10)} legit ${result.legit.delivered}/${result.legit.sessions} p99 ${ms(result.legit.p99Ms)}`
         + (result.attack ? `, attack ${result.attack.sessions} connections, ${result.attack.delivered} delivered` : '')
         + (result.flash ? `, flash ${result.flash.delivered}/${result.flash.sessions}` : '')
         + ` (${result.elapsedSeconds.toFixed(1)} s)`);
@@ -99,14 +115,15 @@ async function main(): Promise<void> {
   }
 
   const baseline = (target: TargetName): number | null => phases.find((phase) => phase.scenario === 'baseline' && phase.target === target)?.legit.p99Ms ?? null;
-  const noAttackP99 = { postfix: baseline('postfix'), proxy: baseline('proxy') };
+  const noAttackP99 = Object.fromEntries(TARGETS.map((target) => [target, baseline(target)])) as Record<TargetName, number | null>;
   const targets = evaluateTargets(phases);
   const machine = machineInfo();
   const elapsedSeconds = (performance.now() - startedMs) / 1000;
   const only = process.env.BENCH_FLOOD_SCENARIOS ? `BENCH_FLOOD_SCENARIOS=${scenarios.map((scenario) => scenario.id).join(',')} ` : '';
   const command = `${only}BENCH_FLOOD_SECONDS=${phaseSeconds} npm run bench:flood${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
 
-  report(`\nflood benchmark: Postfix ${machine.postfix} with default_process_limit ${POSTFIX_PROCESS_LIMIT}, A = clients straight into Postfix, B = through a fresh proxy`);
+  report(`\nflood benchmark: Postfix ${machine.postfix} with default_process_limit ${POSTFIX_PROCESS_LIMIT}, A = clients straight into Postfix, `
+    + 'B = into a second such Postfix with postscreen in front of smtpd (postscreen defaults; its cache warmed with the steady senders), C = through a fresh proxy to A\'s Postfix');
   report(`proxy policy: config/policy.yaml (mode: ${policy.mode}) with log.level warn, upstream.xclient required; ${process.env.BENCH_FLOOD_MAX_CLIENTS ? `server.maxClients ${process.env.BENCH_FLOOD_MAX_CLIENTS}` : 'capacity as shipped (server.maxClients unset)'}`);
   report(`each phase ${phaseSeconds} s: ${LEGIT_SESSIONS_PER_SECOND} legitimate sessions/s from ${LEGIT_ADDRESS_COUNT} proven addresses (127.0.0.2-11, one message each, `
     + `latency = connect to the 250 after the dot, undelivered after ${LEGIT_DEADLINE_MS / 1000} s = failed); attack from ${attackStartMs / 1000} s to ${(attackStartMs + attackWindowMs) / 1000} s\n`);
@@ -115,7 +132,7 @@ async function main(): Promise<void> {
   }
   report(formatTargets(targets));
   report(`\nnote: this Postfix listens on loopback only, so its master never starts smtpd with stress=yes (MASTER_FLAG_LOCAL_ONLY):`
-    + ' no stress-adaptive timeouts (smtpd_timeout stays 300 s) and no "reached its process limit" warning, as for a Postfix behind the proxy on 127.0.0.1.');
+    + ' no stress-adaptive timeouts (smtpd_timeout stays 300 s, postscreen_greet_wait 6 s) and no "reached its process limit" warning, as for a Postfix behind the proxy on 127.0.0.1.');
   const logged = phases.filter((phase) => (phase.proxy?.log.length ?? 0) > 0);
   report(logged.length === 0 ? '\nproxy logged nothing at warn or above' : '\nproxy log at warn and above, per phase, most frequent first (counted in the last 64 KB of its output):');
   for (const phase of logged) report(`  ${phase.scenario}: ${phase.proxy?.log.slice(0, 4).join('; ')}`);
@@ -129,7 +146,7 @@ async function main(): Promise<void> {
   else if (jsonTarget) writeFileSync(jsonTarget, `${JSON.stringify(results, null, 2)}\n`);
 }
 
-/** One scenario against one target: fresh proxy (B), legitimate load, the attack window, drain, count. */
+/** One scenario against one target: fresh proxy (C), legitimate load, the attack window, drain, count. */
 async function runPhase(server: PostfixInstance, scenario: Scenario, target: TargetName): Promise<{ result: PhaseResult; samples?: AdminTimeline['samples'] }> {
   const began = performance.now();
   await takeMailbox(server, 'legit');
@@ -137,19 +154,26 @@ async function runPhase(server: PostfixInstance, scenario: Scenario, target: Tar
   await server.markLog();
   const adminPort = await freeLoopbackPort();
   const proxy = target === 'proxy'
-    ? await startProxyChild({ upstreamPort: server.port, policyFile, spoolDir: join(workDir, `spool-${scenario.id}`), adminPort, name: `proxy (${scenario.id})` })
+    ? await startProxyChild({ upstreamPort: server.port, policyFile, spoolDir: join(workDir, `spool-${scenario.id}`), adminPort, name: `proxy (${scenario.id})`, ...profileArgs() })
     : undefined;
   const port = proxy?.port ?? server.port;
   const poller = proxy ? new AdminPoller(adminPort) : undefined;
 
-  // Our own event loop's lag inflates every latency we measure, for A and B alike: reported beside them.
+  // Our own event loop's lag inflates every latency we measure, for A, B and C alike: reported beside them.
   const loopDelay = monitorEventLoopDelay({ resolution: 10 });
   loopDelay.enable();
   const legit: SessionResult[] = [];
   const attack: SessionResult[] = [];
   const flash: SessionResult[] = [];
   let peakHeld: number | undefined;
+  const legitStartedAtMs = Date.now();
   const legitRun = runSteadyLegit(port, phaseSeconds, pool, interrupt.signal, (result) => legit.push(result));
+  // Held connections (idle, half-open) outlive the window: the attacker drops each after HOLD_MS or
+  // when the server closes it, and what is still held is cut once the legitimate load has ended.
+  const legitEnded = new AbortController();
+  const holdSignal = AbortSignal.any([legitEnded.signal, interrupt.signal]);
+  setMaxListeners(0, holdSignal);
+  let attackRun: Promise<void> | undefined;
   if (scenario.attack) {
     await sleep(attackStartMs);
     const window = new AbortController();
@@ -157,11 +181,12 @@ async function runPhase(server: PostfixInstance, scenario: Scenario, target: Tar
     setMaxListeners(0, attackSignal);
     poller?.markAttack();
     const timer = setTimeout(() => window.abort(), attackWindowMs);
-    await scenario.attack({ port, pool, attackSignal, phaseSignal: interrupt.signal, attack: (result) => attack.push(result), flash: (result) => flash.push(result), peakHeld: (count) => { peakHeld = count; } });
-    clearTimeout(timer);
-    window.abort();
+    attackRun = scenario.attack({ port, pool, attackSignal, holdSignal, phaseSignal: interrupt.signal, attack: (result) => attack.push(result), flash: (result) => flash.push(result), peakHeld: (count) => { peakHeld = count; } })
+      .finally(() => { clearTimeout(timer); window.abort(); });
   }
   await legitRun;
+  legitEnded.abort();
+  await attackRun;
   loopDelay.disable();
 
   const accepted = (results: SessionResult[]): number => results.filter((result) => result.outcome === 'accepted').length;
@@ -180,7 +205,7 @@ async function runPhase(server: PostfixInstance, scenario: Scenario, target: Tar
     benchLoopLagP99Ms: loopDelay.percentile(99) / 1e6,
     legit: {
       sessions: legit.length, outcomes: tally(legit), delivered: kinds.filter((kind) => kind === 'legit').length,
-      p50Ms: percentile(legit, 0.5), p99Ms: percentile(legit, 0.99),
+      p50Ms: percentile(legit, 0.5), p99Ms: percentile(legit, 0.99), slowest: slowestSessions(legit, legitStartedAtMs),
     },
     postfixLog,
   };
@@ -235,6 +260,12 @@ function benchPolicy(): { text: string; mode: string } {
   if (process.env.BENCH_FLOOD_MAX_CLIENTS) document.setIn(['server', 'maxClients'], positiveNumber('BENCH_FLOOD_MAX_CLIENTS', 1_000));
   const mode = document.get('mode');
   return { text: document.toString(), mode: typeof mode === 'string' ? mode : 'unset (the built-in default)' };
+}
+
+/** --cpu-prof for the proxy when BENCH_FLOOD_PROFILE_DIR names a directory (written when it exits). */
+function profileArgs(): { nodeArgs?: string[] } {
+  const directory = process.env.BENCH_FLOOD_PROFILE_DIR;
+  return directory ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', directory] } : {};
 }
 
 function pickScenarios(list: string | undefined): Scenario[] {

@@ -1,8 +1,9 @@
-// Client capacity sized to the machine. Each client session holds one descriptor, and one more
-// while it has an upstream connection to Postfix; the admin listener, the spool, Redis and the
-// process itself need a few besides. At start the soft descriptor limit is raised to the hard one
-// (prlimit(1) on our own pid: Node has no setrlimit), and server.maxClients is checked against it:
-// unset, it is the default or what the limit can hold; set, a value the limit cannot hold is
+// Client capacity sized to the machine. Each client session holds one descriptor; connections to
+// Postfix are capped apart (upstream.maxConnections, plus the quarantine release's), so an idle
+// flood of sessions needs no descriptor on Postfix's side. The admin listener, the spool, Redis and
+// the process itself need a few besides. At start the soft descriptor limit is raised to the hard
+// one (prlimit(1) on our own pid: Node has no setrlimit), and server.maxClients is checked against
+// it: unset, it is the default or what the limit can hold; set, a value the limit cannot hold is
 // refused with the reason, so the operator learns it at start and not from EMFILE under a flood.
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -10,8 +11,17 @@ import { readFileSync } from 'node:fs';
 export const DEFAULT_MAX_CLIENTS = 20_000;
 /** Descriptors outside client sessions: the listening sockets, spool, Redis, logs, DNS, Node's own. */
 export const RESERVED_DESCRIPTORS = 128;
-/** Descriptors per session, worst case: the client's socket and the upstream connection. */
-const DESCRIPTORS_PER_SESSION = 2;
+/**
+ * Descriptors per client session: its socket, plus a tenth for what sessions open besides (a spool
+ * file while a quarantined message is written, a socket accepted past the cap before its 421).
+ */
+const DESCRIPTORS_PER_SESSION = 1.1;
+
+/** Connections besides the clients': the admin port's, and Postfix's (relaying and release together). */
+export interface OtherConnections {
+  admin: number;
+  upstream: number;
+}
 
 export interface DescriptorLimit {
   soft: number;
@@ -29,15 +39,18 @@ export interface CapacityPlan {
 }
 
 /** Pure: what maxClients the descriptor limit allows for this request. */
-export function planCapacity(requested: number | undefined, limit: DescriptorLimit, adminConnections: number): CapacityPlan {
-  const need = (clients: number): number => clients * DESCRIPTORS_PER_SESSION + adminConnections + RESERVED_DESCRIPTORS;
-  const fits = Math.max(0, Math.floor((limit.soft - adminConnections - RESERVED_DESCRIPTORS) / DESCRIPTORS_PER_SESSION));
+export function planCapacity(requested: number | undefined, limit: DescriptorLimit, others: OtherConnections): CapacityPlan {
+  const fixed = others.admin + others.upstream + RESERVED_DESCRIPTORS;
+  // clients + a tenth, in integers (1.1 * 50_000 is not 55_000 in floating point).
+  const need = (clients: number): number => clients + Math.ceil(clients / 10) + fixed;
+  let fits = Math.max(0, Math.floor((limit.soft - fixed) / DESCRIPTORS_PER_SESSION));
+  while (fits > 0 && need(fits) > limit.soft) fits -= 1;
   if (requested !== undefined) {
     if (need(requested) <= limit.soft) return { maxClients: requested, descriptorsNeeded: need(requested) };
     return {
       maxClients: requested,
       descriptorsNeeded: need(requested),
-      refusal: `server.maxClients ${requested} needs ${need(requested)} file descriptors (2 per session, ${adminConnections} admin, ${RESERVED_DESCRIPTORS} reserved) but the limit is ${limit.soft} (hard ${limit.hard}): raise LimitNOFILE / ulimit -n, or lower server.maxClients to at most ${fits}`,
+      refusal: `server.maxClients ${requested} needs ${need(requested)} file descriptors (${DESCRIPTORS_PER_SESSION} per session, ${others.upstream} to Postfix, ${others.admin} admin, ${RESERVED_DESCRIPTORS} reserved) but the limit is ${limit.soft} (hard ${limit.hard}): raise LimitNOFILE / ulimit -n, or lower server.maxClients to at most ${fits}`,
     };
   }
   if (need(DEFAULT_MAX_CLIENTS) <= limit.soft) return { maxClients: DEFAULT_MAX_CLIENTS, descriptorsNeeded: need(DEFAULT_MAX_CLIENTS) };
@@ -76,10 +89,10 @@ export function raiseDescriptorLimit(limit: DescriptorLimit, wanted: number): De
 }
 
 /** The capacity this process can honour: the limit raised as far as useful, then planned. */
-export function sizeCapacity(requested: number | undefined, adminConnections: number): CapacityPlan & { limit?: DescriptorLimit } {
+export function sizeCapacity(requested: number | undefined, others: OtherConnections): CapacityPlan & { limit?: DescriptorLimit } {
   const before = readDescriptorLimit();
   if (!before) return { maxClients: requested ?? DEFAULT_MAX_CLIENTS, descriptorsNeeded: 0 };
-  const wanted = planCapacity(requested ?? DEFAULT_MAX_CLIENTS, { soft: Number.MAX_SAFE_INTEGER, hard: Number.MAX_SAFE_INTEGER }, adminConnections).descriptorsNeeded;
+  const wanted = planCapacity(requested ?? DEFAULT_MAX_CLIENTS, { soft: Number.MAX_SAFE_INTEGER, hard: Number.MAX_SAFE_INTEGER }, others).descriptorsNeeded;
   const limit = raiseDescriptorLimit(before, wanted);
-  return { ...planCapacity(requested, limit, adminConnections), limit };
+  return { ...planCapacity(requested, limit, others), limit };
 }

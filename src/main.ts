@@ -10,6 +10,8 @@ import { PolicyHolder } from './config/reload.js';
 import type { Policy } from './config/schema.js';
 import type { ServerStatus } from './detect/entropy.js';
 import { PrefixAggregator } from './detect/prefix.js';
+import { RateLimitedLog } from './log-rate.js';
+import { LearningQueue } from './policy/learning-queue.js';
 import { observationFromRecord, SfdsAggregator } from './detect/sfds.js';
 import { UpstreamPressure } from './detect/upstream-pressure.js';
 import { forwardConfirmedReverse, type ReverseDnsLookup } from './dns/fcrdns.js';
@@ -72,11 +74,14 @@ const PRESSURE_STEPS = new Set(['mail', 'rcpt', 'data', 'dot']);
 /** How long start-up waits for Redis before starting degraded (on this node's own view). */
 const REDIS_STARTUP_WAIT_MS = 2_000;
 
+/** Ended sessions waiting to be learned from; a flood beyond this many at once is counted, not queued. */
+const LEARNING_QUEUE_MAX = 50_000;
+
 export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: ProxyHooks = {}): Promise<RunningProxy> {
   const holder = new PolicyHolder(initialPolicy, hooks.policySource ?? '(fixed)', logger);
   const policy = initialPolicy;
   // Before anything opens a descriptor: a maxClients the limit cannot hold is refused here, by name.
-  const capacity = sizeCapacity(policy.server.maxClients, policy.admin.maxConnections);
+  const capacity = sizeCapacity(policy.server.maxClients, { admin: policy.admin.maxConnections, upstream: policy.upstream.maxConnections + policy.quarantine.release.concurrency });
   if (capacity.refusal) throw new Error(capacity.refusal);
   // Every DNS lookup of the proxy goes through this one resolver (servers and time-out: policy.dns, fixed until restart).
   const dns = new NodeDnsResolver(policy.dns);
@@ -139,8 +144,22 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     sharedStore: () => health.counters(),
     quarantine: () => spool?.stats(),
   });
-  /** Screen stores still learning from ended sessions, awaited at stop. */
-  const screensLearning = new Set<Promise<void>>();
+  // Ended sessions are learned from in slices between I/O turns (learning-queue.ts): a flood's
+  // thousands of connections ending in the same second must not stall the live sessions' replies.
+  const learning = new LearningQueue<SessionRecord>({
+    learn(record) {
+      const nowMs = Date.now();
+      detectors.sfds.observe(observationFromRecord(record, nowMs), nowMs);
+      return screen.sessionEnded(record);
+    },
+    maxQueued: LEARNING_QUEUE_MAX,
+    maxPerSlice: 64,
+    sliceMs: 4,
+    maxInFlight: 512,
+    onDropped: (record) => learningDrops.count('dropped', record.client),
+    onError: (error, record) => logger.error({ err: error, session: record.session }, 'screen failed to learn from a session'),
+  });
+  const learningDrops = new RateLimitedLog(logger, { perSecond: 0, summary: 'ended sessions not learned from in the last second: the learning queue was full' });
   const firewall = new FirewallExporter({ kv, policy: () => holder.current(), logger, metrics: metrics.firewall });
   const notices = new NetworkNotices({
     policy: () => holder.current(),
@@ -196,12 +215,7 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
         hooks.onSessionEnd?.(record);
         // A client that reset before its address was known leaves nothing to learn from.
         if (net.isIP(record.client) === 0) return;
-        const nowMs = Date.now();
-        detectors.sfds.observe(observationFromRecord(record, nowMs), nowMs);
-        const learning = screen.sessionEnded(record)
-          .catch((error: Error) => logger.error({ err: error, session: record.session }, 'screen failed to learn from a session'))
-          .finally(() => screensLearning.delete(learning));
-        screensLearning.add(learning);
+        learning.push(record);
       },
     },
     admission: () => policy.state.whenUnavailable === 'closed' && health.degraded
@@ -266,7 +280,8 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
     holder.stop();
     await Promise.all([listener?.close(), admin.close()]);
     // The last sessions' counters and verdicts reach the store before it closes (each write has its time-out).
-    await Promise.all(screensLearning);
+    await learning.idle();
+    learningDrops.flush();
     monitor.stop();
     await firewall.stop();
     await scheduler?.stop();

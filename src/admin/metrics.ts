@@ -15,6 +15,11 @@ export interface ScrapeSources {
   quarantine(): { entries: number; bytes: number } | undefined;
 }
 
+const EXPENSIVE_DEFAULT_METRICS = [
+  'nodejs_active_handles', 'nodejs_active_handles_total', 'nodejs_active_requests', 'nodejs_active_requests_total',
+  'nodejs_active_resources', 'nodejs_active_resources_total', 'process_open_fds',
+];
+
 export class ProxyMetrics {
   readonly registry = new Registry();
   private readonly pairs: Counter<'kind'>;
@@ -34,7 +39,18 @@ export class ProxyMetrics {
 
   constructor(sources: ScrapeSources) {
     const registers = [this.registry];
+    // Process gauges (prom-client's defaults), among them: pushback_process_nodejs_heap_size_used_bytes
+    // (process.memoryUsage().heapUsed), pushback_process_process_resident_memory_bytes (rss), and
+    // pushback_process_nodejs_eventloop_lag_{min,max,mean,stddev,p50,p90,p99}_seconds from a
+    // perf_hooks monitorEventLoopDelay histogram sampled every 10 ms (so an idle loop reads about
+    // 0.010) and reset at each scrape: each value covers the time since the previous scrape. The
+    // histogram's timer is libuv's, unref'd: it never holds the process open.
     collectDefaultMetrics({ register: this.registry, prefix: 'pushback_process_' });
+    // Left out: these walk every socket (active handles, resources, requests) or read /proc/self/fd
+    // synchronously at each scrape. With twenty thousand flood connections open that blocked the event
+    // loop for tens of milliseconds a scrape, just when the live sessions needed it most. Sessions open
+    // and Postfix connections held are in pushback_sessions_active and pushback_upstream_connections_held.
+    for (const name of EXPENSIVE_DEFAULT_METRICS) this.registry.removeSingleMetric(`pushback_process_${name}`);
     this.pairs = new Counter({ name: 'pushback_pairs_total', help: 'Command/response pairs seen by this node', labelNames: ['kind'], registers });
     this.normalPairs = this.pairs.labels({ kind: 'normal' });
     this.abnormalPairs = this.pairs.labels({ kind: 'abnormal' });

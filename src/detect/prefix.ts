@@ -35,8 +35,13 @@ export function addressBits(family: AddressFamily): number {
   return family === 'ipv4' ? 32 : 128;
 }
 
+const OCTET = '(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
+const CANONICAL_IPV4 = new RegExp(`^${OCTET}(?:\\.${OCTET}){3}$`);
+
 /** The canonical text of an address (RFC 5952 for IPv6, mapped IPv6 as IPv4). */
 export function canonicalAddress(text: string): string {
+  // Most clients are dotted-quad IPv4 already in canonical form: no parse for them (a flood asks often).
+  if (CANONICAL_IPV4.test(text)) return text;
   return parseAddress(text).toString();
 }
 

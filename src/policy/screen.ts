@@ -8,6 +8,7 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
 import type { Policy } from '../config/schema.js';
+import { RateLimitedLog } from '../log-rate.js';
 import type { ServerStatus } from '../detect/entropy.js';
 import { canonicalAddress, familyOf, parseAddress, prefixLadder, prefixOf, type PrefixAggregator } from '../detect/prefix.js';
 
@@ -22,6 +23,9 @@ import { parseCidrList, type CidrList } from './cidr-list.js';
 import { findingsFor, strongestDetector, type SourceEvidence } from './evidence.js';
 import { decide, type Verdict } from './precedence.js';
 import type { SfdsFinding } from './sfds-view.js';
+
+/** Verdict lines written one by one per second; beyond, one summary line per second counts them. */
+const VERDICTS_LOGGED_PER_SECOND = 20;
 
 export interface ScreenMetrics {
   /** A verdict found by the detectors (or a list) and stored: once per source and verdict. */
@@ -72,8 +76,11 @@ export class Screen implements SessionScreen {
   private readonly now: () => number;
   /** Verdicts this node stored recently, by scope (see recentlyStored). */
   private readonly stored = new Map<string, { action: Action; untilMs: number }>();
+  /** Verdicts are logged one by one up to 20 a second, then counted per action and detector. */
+  private readonly verdictLog: RateLimitedLog;
 
   constructor(private readonly deps: ScreenDependencies) {
+    this.verdictLog = new RateLimitedLog(deps.logger, { perSecond: VERDICTS_LOGGED_PER_SECOND, summary: 'more verdicts in the last second (not logged one by one)' });
     this.now = deps.now ?? Date.now;
   }
 
@@ -232,9 +239,11 @@ export class Screen implements SessionScreen {
     await this.write(() => this.deps.kv.set(`v:${scope}`, JSON.stringify(stored), ttlMs, nowMs), policy);
     await this.write(() => this.deps.kv.delete([`pv:${scope}`]), policy);
     this.deps.metrics.verdict(verdict.action, detector);
-    this.deps.logger.warn(
+    this.verdictLog.log(
       { verdict: verdict.action, scope, detector, score: verdict.score, reasons: verdict.reasons, expiresInSeconds: policy.pushback.verdictTtlSeconds, mode: policy.mode },
       policy.mode === 'observe' ? 'verdict (observe mode: not enforced)' : 'verdict',
+      `${verdict.action}/${detector}`,
+      scope,
     );
   }
 

@@ -89,3 +89,21 @@ export function chooseEviction<T>(sessions: Iterable<T>, view: (session: T) => E
   }
   return best;
 }
+
+/** Sessions already idle past a new, shorter time-out are closed over time, at most this many a second. */
+export const OVERDUE_CLOSES_PER_SECOND = 2_000;
+/** The shortest time-out a re-armed idle session gets: one already overdue still has a moment to speak. */
+export const MIN_REARMED_IDLE_MS = 1_000;
+
+/**
+ * The time-out to re-arm an idle session with when the idle time-out changes (stress begins or ends):
+ * what is left of the new time-out counted from the session's last command, so sessions close in the
+ * order they went quiet, as they would have had the time-out always been this. Sessions already past
+ * it (`overdueIndex`: how many before this one were) are spread at OVERDUE_CLOSES_PER_SECOND, not cut
+ * in the same instant: closing ten thousand sockets at once stalls every live session for a moment.
+ */
+export function rearmedIdleTimeoutMs(timeoutMs: number, idleForMs: number, overdueIndex: number): { timeoutMs: number; overdue: boolean } {
+  const remaining = timeoutMs - idleForMs;
+  if (remaining >= MIN_REARMED_IDLE_MS) return { timeoutMs: remaining, overdue: false };
+  return { timeoutMs: MIN_REARMED_IDLE_MS + Math.floor((overdueIndex * 1000) / OVERDUE_CLOSES_PER_SECOND), overdue: true };
+}

@@ -18,7 +18,7 @@ import { dataOutcome, type SessionEnd, type SessionRecord, type TransactionRecor
 import type { UpstreamOptions } from '../upstream/connection.js';
 import { clientNameFields } from '../upstream/xclient.js';
 import { installCommandHandlers, type ConnectionInternals } from './command-handlers.js';
-import { chooseEviction, chooseHalfOpen, type EvictionCount, type EvictionView } from './eviction.js';
+import { chooseEviction, chooseHalfOpen, rearmedIdleTimeoutMs, type EvictionCount, type EvictionView } from './eviction.js';
 import { UpstreamShare } from '../relay/upstream-share.js';
 import { SourceConcurrency } from './source-concurrency.js';
 import { formatParameters, parameterValue, refuseParameters, type EnvelopeCommand, type EnvelopeVerb } from './envelope-command.js';
@@ -60,6 +60,8 @@ export class SmtpListener {
   /** Evictions and capacity refusals since the last aggregate log line (at most one a second). */
   private capacityEvents: Partial<Record<EvictionCount | 'refused-full' | 'refused-address' | 'refused-prefix' | 'upstream-refused-address' | 'upstream-refused-share', number>> = {};
   private capacityLogTimer: NodeJS.Timeout | undefined;
+  /** Bumped at each idle time-out change: the one-shot idle checks of an earlier change stand down. */
+  private idleTimeoutGeneration = 0;
 
   constructor(private readonly deps: ListenerDependencies) {
     const { policy } = deps;
@@ -160,8 +162,33 @@ export class SmtpListener {
     if (this.server.options.socketTimeout === milliseconds) return;
     this.server.options.socketTimeout = milliseconds;
     // Sockets already armed keep their timeout until re-armed: change it now, so an idle flood that
-    // arrived before the stress began is not held for the full calm-time timeout.
-    for (const live of this.sessions.values()) live.connection._socket?.setTimeout(milliseconds);
+    // arrived before the stress began is not held for the full calm-time timeout. The socket gets the
+    // whole new time-out (it stays the socket's inactivity limit); an idle session also gets a one-shot
+    // check at what is left counted from its last command, so the flood is closed in the order it went
+    // quiet and, past that, spread over time (rearmedIdleTimeoutMs), not ten thousand sockets at once.
+    const generation = ++this.idleTimeoutGeneration;
+    const nowMs = Date.now();
+    let overdue = 0;
+    for (const live of this.sessions.values()) {
+      const socket = live.connection._socket;
+      if (!socket) continue;
+      socket.setTimeout(milliseconds);
+      if (live.inTransaction) continue;
+      const rearmed = rearmedIdleTimeoutMs(milliseconds, nowMs - live.lastActivityMs, overdue);
+      if (rearmed.overdue) overdue += 1;
+      if (rearmed.timeoutMs >= milliseconds) continue;
+      const quietSinceMs = live.lastActivityMs;
+      setTimeout(() => {
+        if (generation !== this.idleTimeoutGeneration || live.closed || live.lastActivityMs !== quietSinceMs || live.inTransaction) return;
+        this.closeIdleSession(live);
+      }, rearmed.timeoutMs).unref();
+    }
+  }
+
+  /** An idle session past the (shortened) idle time-out: Postfix's words, and smtp-server closes after a 421. */
+  private closeIdleSession(live: LiveSession): void {
+    if (live.end === undefined) live.end = 'idle-timeout';
+    live.connection.send(421, `4.4.2 ${this.deps.policy.server.hostname} Error: timeout exceeded`, false);
   }
 
   /**

@@ -1,8 +1,9 @@
 // Throwaway Postfix for end-to-end tests and benchmarks: one private instance per startPostfix(),
 // with its own config, queue, data and maildirs under a fresh /tmp directory, one smtpd on
 // 127.0.0.1:<port>, virtual maildir delivery for a few users, and XCLIENT allowed from loopback so
-// the proxy can hand over the real client. Needs the Debian postfix package and root.
-import { mkdtemp, readdir, stat } from 'node:fs/promises';
+// the proxy can hand over the real client. With { postscreen: true } that port is postscreen(8) in
+// front of smtpd instead, postscreen's defaults untouched. Needs the Debian postfix package and root.
+import { mkdtemp, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   defaultDomain,
@@ -28,6 +29,15 @@ import {
 
 export { findPostfixTool, type PostfixOptions } from './postfix-config.js';
 export { liveGroupMembers } from './postfix-process.js';
+
+export interface StartPostfixOptions extends PostfixOptions {
+  /**
+   * The inet listener is postscreen(8) (maxproc 1) handing clients to an smtpd "pass" service, with
+   * dnsblog and tlsproxy beside it, as in the stock master.cf with postscreen enabled. No postscreen_*
+   * setting is changed: clients in mynetworks are allowlisted, others take the pregreet test.
+   */
+  postscreen?: boolean;
+}
 
 export interface PostfixInstance {
   port: number;
@@ -78,7 +88,7 @@ export function postfixAvailable(): boolean {
   return postfixUnavailableReason() === undefined;
 }
 
-export async function startPostfix(options: PostfixOptions = {}): Promise<PostfixInstance> {
+export async function startPostfix(options: StartPostfixOptions = {}): Promise<PostfixInstance> {
   const reason = postfixUnavailableReason();
   if (reason !== undefined) throw new Error(`cannot start Postfix: ${reason}`);
 
@@ -95,6 +105,7 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
       // silently shares the port. Our plain bind() does fail, which makes it the check we need.
       if (!(await portIsFree(host, port))) throw new Error(`cannot start Postfix: ${host}:${port} is in use`);
       await writeConfig(layout, port, options, ids);
+      if (options.postscreen) await usePostscreen(layout, host, port);
       try {
         running = await runMaster(layout, host, port, deadline);
       } catch (error) {
@@ -108,6 +119,29 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
     throw error;
   }
   return makeInstance(running, layout, host, options.domain ?? defaultDomain);
+}
+
+/**
+ * Swaps master.cf's smtpd inet line for postscreen, with the services the stock master.cf lists
+ * with it. Keeps writeConfig()'s backdating, so master does not wait for the file to settle.
+ */
+async function usePostscreen(layout: Layout, host: string, port: number): Promise<void> {
+  const path = join(layout.configDir, 'master.cf');
+  const lines = (await readFile(path, 'utf8')).split('\n');
+  const listener = `${host}:${port}`;
+  const index = lines.findIndex((line) => line.split(/\s+/)[0] === listener && line.split(/\s+/)[1] === 'inet');
+  if (index < 0) throw new Error(`cannot enable postscreen: no ${listener} inet service in ${path}`);
+  const services = [
+    // service             type        private unpriv chroot wakeup maxproc command
+    `${listener}     inet        n       -      n      -      1       postscreen`,
+    'smtpd                 pass        -       -      n      -      -       smtpd',
+    'dnsblog               unix        -       -      n      -      0       dnsblog',
+    'tlsproxy              unix        -       -      n      -      0       tlsproxy',
+  ];
+  lines.splice(index, 1, ...services);
+  const { atime, mtime } = await stat(path);
+  await writeFile(path, lines.join('\n'));
+  await utimes(path, atime, mtime);
 }
 
 function makeInstance(running: RunningMaster, layout: Layout, host: string, domain: string): PostfixInstance {

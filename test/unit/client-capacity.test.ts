@@ -2,7 +2,7 @@
 // counts, and maxClients against the descriptor limit.
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_MAX_CLIENTS, planCapacity, RESERVED_DESCRIPTORS } from '../../src/capacity.js';
-import { chooseEviction, evictionReason, type EvictionView } from '../../src/smtp/eviction.js';
+import { chooseEviction, evictionReason, MIN_REARMED_IDLE_MS, OVERDUE_CLOSES_PER_SECOND, rearmedIdleTimeoutMs, type EvictionView } from '../../src/smtp/eviction.js';
 import { concurrencyKeys, SourceConcurrency } from '../../src/smtp/source-concurrency.js';
 
 const idle = (overrides: Partial<EvictionView>): EvictionView => ({
@@ -40,6 +40,24 @@ describe('eviction', () => {
   });
 });
 
+describe('idle time-out re-armed when stress begins', () => {
+  it('gives each idle session what is left of the new time-out, counted from its last command', () => {
+    expect(rearmedIdleTimeoutMs(10_000, 3_000, 0)).toEqual({ timeoutMs: 7_000, overdue: false });
+    expect(rearmedIdleTimeoutMs(10_000, 0, 5)).toEqual({ timeoutMs: 10_000, overdue: false });
+  });
+
+  it('spreads the sessions already past it instead of closing them all in one instant', () => {
+    const overdue = Array.from({ length: 7_000 }, (_, index) => rearmedIdleTimeoutMs(10_000, 60_000, index));
+    expect(overdue.every((rearmed) => rearmed.overdue)).toBe(true);
+    expect(overdue[0]?.timeoutMs).toBe(MIN_REARMED_IDLE_MS);
+    // At most OVERDUE_CLOSES_PER_SECOND fall due in any one second.
+    const perSecond = new Map<number, number>();
+    for (const rearmed of overdue) perSecond.set(Math.floor(rearmed.timeoutMs / 1000), (perSecond.get(Math.floor(rearmed.timeoutMs / 1000)) ?? 0) + 1);
+    expect(Math.max(...perSecond.values())).toBeLessThanOrEqual(OVERDUE_CLOSES_PER_SECOND);
+    expect(overdue.at(-1)?.timeoutMs).toBe(MIN_REARMED_IDLE_MS + Math.floor((6_999 * 1000) / OVERDUE_CLOSES_PER_SECOND));
+  });
+});
+
 describe('source concurrency', () => {
   it('keys an address and its /24 or /64, mapped IPv6 as IPv4', () => {
     expect(concurrencyKeys('192.0.2.77')).toEqual({ address: '192.0.2.77', prefix: '192.0.2.0/24' });
@@ -67,15 +85,18 @@ describe('source concurrency', () => {
 });
 
 describe('capacity against the descriptor limit', () => {
-  const admin = 32;
+  const others = { admin: 32, upstream: 102 };
+  const fixed = others.admin + others.upstream + RESERVED_DESCRIPTORS;
   it('gives the default when the limit holds it, and lowers the default, not a set value, when it does not', () => {
-    expect(planCapacity(undefined, { soft: 65_536, hard: 65_536 }, admin)).toEqual({ maxClients: DEFAULT_MAX_CLIENTS, descriptorsNeeded: 2 * DEFAULT_MAX_CLIENTS + admin + RESERVED_DESCRIPTORS });
-    const lowered = planCapacity(undefined, { soft: 20_000, hard: 20_000 }, admin);
+    // One descriptor a client plus a tenth; Postfix's connections are capped apart, not one per client.
+    expect(planCapacity(undefined, { soft: 65_536, hard: 65_536 }, others)).toEqual({ maxClients: DEFAULT_MAX_CLIENTS, descriptorsNeeded: DEFAULT_MAX_CLIENTS + DEFAULT_MAX_CLIENTS / 10 + fixed });
+    const lowered = planCapacity(undefined, { soft: 20_000, hard: 20_000 }, others);
     expect(lowered.lowered).toBe(true);
-    expect(lowered.maxClients).toBe(Math.floor((20_000 - admin - RESERVED_DESCRIPTORS) / 2));
+    expect(lowered.maxClients).toBe(17_943);
+    expect(lowered.maxClients).toBeGreaterThan(10_000);
     expect(lowered.descriptorsNeeded).toBeLessThanOrEqual(20_000);
-    expect(planCapacity(5_000, { soft: 20_000, hard: 20_000 }, admin)).toEqual({ maxClients: 5_000, descriptorsNeeded: 10_000 + admin + RESERVED_DESCRIPTORS });
-    const refused = planCapacity(50_000, { soft: 20_000, hard: 20_000 }, admin);
-    expect(refused.refusal).toMatch(/server\.maxClients 50000 needs 100160 file descriptors .* the limit is 20000 .* at most 9920/);
+    expect(planCapacity(5_000, { soft: 20_000, hard: 20_000 }, others)).toEqual({ maxClients: 5_000, descriptorsNeeded: 5_500 + fixed });
+    const refused = planCapacity(50_000, { soft: 20_000, hard: 20_000 }, others);
+    expect(refused.refusal).toMatch(/server\.maxClients 50000 needs 55262 file descriptors \(1\.1 per session, 102 to Postfix, 32 admin, 128 reserved\) but the limit is 20000 .* at most 17943/);
   });
 });

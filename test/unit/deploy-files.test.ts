@@ -260,8 +260,9 @@ describe('deploy/systemd', () => {
     expect(one(service, 'ExecReload')).toBe('/bin/kill -HUP $MAINPID');
     expect(one(service, 'Restart')).toBe('on-failure');
     expect(Number(one(service, 'TimeoutStopSec'))).toBeGreaterThanOrEqual(stopWorstCaseSeconds(defaults));
-    // A descriptor per client and one per upstream connection.
-    expect(Number(one(service, 'LimitNOFILE'))).toBeGreaterThan(planCapacity(undefined, { soft: 1e9, hard: 1e9 }, defaults.admin.maxConnections).descriptorsNeeded);
+    // A descriptor per client (and a tenth more), Postfix's connections, the admin port's.
+    const others = { admin: defaults.admin.maxConnections, upstream: defaults.upstream.maxConnections + defaults.quarantine.release.concurrency };
+    expect(Number(one(service, 'LimitNOFILE'))).toBeGreaterThan(planCapacity(undefined, { soft: 1e9, hard: 1e9 }, others).descriptorsNeeded);
   });
 
   it('creates the user and the spool with sysusers.d and tmpfiles.d', () => {
