@@ -39,7 +39,7 @@ async function fill(kv: SharedKv, count: number, nowMs: number): Promise<void> {
   for (let index = 0; index < count; index += 1) {
     const address = `10.${(index >> 16) & 255}.${(index >> 8) & 255}.${index & 255}`;
     const verdict = JSON.stringify({ action: 'reject', source: 'detectors', score: 30, reasons: ['non-SMTP'], detector: 'non-smtp', scope: address });
-    batch.push(kv.set(`v:${address}`, verdict, 600_000, nowMs));
+    batch.push(kv.setListed(`v:${address}`, verdict, 600_000, nowMs));
     batch.push(kv.incrementMany(['abnormal', 'normal', 'early', 'nonsmtp'].map((name) => ({ key: `c:${name}:${address}`, by: 1, ttlMs: 600_000 })), nowMs));
     if (batch.length >= 2_000) await Promise.all(batch.splice(0));
   }

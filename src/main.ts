@@ -204,11 +204,11 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
       },
       command: () => metrics.command(),
       evicted: (reason) => metrics.evicted(reason),
-      upstreamReply(step, milliseconds, code) {
+      upstreamReply(step, milliseconds, code, source) {
         metrics.upstreamLatency(step, milliseconds);
         // The queue trigger reads the transaction's replies (and any time-out): a 220 or 250 to
         // EHLO says nothing about how Postfix's queue is coping.
-        if (PRESSURE_STEPS.has(step) || code === undefined) pressure.record(milliseconds, code, Date.now());
+        if (PRESSURE_STEPS.has(step) || code === undefined) pressure.record(milliseconds, code, Date.now(), source);
       },
       sessionEnded(record) {
         metrics.sessionEnded(record);

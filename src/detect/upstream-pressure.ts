@@ -1,6 +1,12 @@
 // Upstream back-pressure (Bencsáth's queue trigger, from the survey): Postfix's reply latency and
 // its rate of 4xx replies over a recent window. Above the policy's thresholds the proxy treats the
 // server as under attack (status at most 0) even while the pairs look normal. Pure: injected time.
+// The 4xx share must measure Postfix, not one client: 4xx replies are cheap to provoke (relay attempts
+// under defer_unauth_destination, unknown users with unknown_address_reject_code = 450), so each
+// source counts for at most a share of the window, several sources must see them, and replies to
+// suspect clients count as replies only. Latency stays server-wide: a slow Postfix is slow for all.
+import net from 'node:net';
+import { canonicalAddress, prefixOf } from './prefix.js';
 
 export interface UpstreamPressureOptions {
   windowSeconds: number;
@@ -16,17 +22,37 @@ export interface PressureReading {
   pressured: boolean;
   replies: number;
   medianLatencyMs: number | null;
+  /** The 4xx share that counts: each source's capped at MAX_SOURCE_SHARE, suspects' left out. */
   tempFailRate: number | null;
+  /** Distinct sources (networks, see sourceNetwork) whose 4xx replies count. */
+  tempFailSources: number;
+}
+
+/** The client a reply of Postfix's was for, as the listener knows it. */
+export interface ReplySource {
+  address: string;
+  /** Screened as anything but a plain pass (a verdict, stored or observed): its 4xx say nothing about Postfix. */
+  suspect: boolean;
 }
 
 interface Sample {
   atMs: number;
   latencyMs: number;
-  tempFail: boolean;
+  /** The source network of a 4xx that counts; undefined for any other reply. */
+  tempFailFrom: string | undefined;
 }
 
 /** Bounded: about this many replies are kept (at most twice as many), oldest dropped first. */
 const MAX_SAMPLES = 10_000;
+
+/**
+ * One source's 4xx replies count for at most this share of the window's replies: well below the
+ * default tempFailRate (0.3), so once the window holds ten replies or more it takes four sources.
+ */
+const MAX_SOURCE_SHARE = 0.1;
+
+/** Fewer distinct sources with 4xx replies than this, and the 4xx share says nothing. */
+const MIN_TEMP_FAIL_SOURCES = 3;
 
 export class UpstreamPressure {
   private samples: Sample[] = [];
@@ -43,8 +69,10 @@ export class UpstreamPressure {
     this.cached = undefined;
   }
 
-  record(latencyMs: number, code: number | undefined, nowMs: number): void {
-    this.samples.push({ atMs: nowMs, latencyMs, tempFail: code !== undefined && code >= 400 && code < 500 });
+  /** A reply (or a time-out: code undefined) to source. O(1): sources are counted only when a reading is made. */
+  record(latencyMs: number, code: number | undefined, nowMs: number, source: ReplySource): void {
+    const tempFail = code !== undefined && code >= 400 && code < 500 && !source.suspect;
+    this.samples.push({ atMs: nowMs, latencyMs, tempFailFrom: tempFail ? sourceNetwork(source.address) : undefined });
     // Trimmed in one go once it is well over the bound, not one element per reply.
     if (this.samples.length > 2 * MAX_SAMPLES) this.samples = this.samples.slice(-MAX_SAMPLES);
   }
@@ -59,17 +87,47 @@ export class UpstreamPressure {
   }
 }
 
-export function assessPressure(samples: ReadonlyArray<{ latencyMs: number; tempFail: boolean }>, options: UpstreamPressureOptions): PressureReading {
-  if (samples.length === 0) return { pressured: false, replies: 0, medianLatencyMs: null, tempFailRate: null };
+export function assessPressure(samples: ReadonlyArray<{ latencyMs: number; tempFailFrom?: string | undefined }>, options: UpstreamPressureOptions): PressureReading {
+  if (samples.length === 0) return { pressured: false, replies: 0, medianLatencyMs: null, tempFailRate: null, tempFailSources: 0 };
   const latencies = samples.map((sample) => sample.latencyMs).sort((left, right) => left - right);
   const middle = Math.floor(latencies.length / 2);
   const medianLatencyMs = latencies.length % 2 ? (latencies[middle] as number) : ((latencies[middle - 1] as number) + (latencies[middle] as number)) / 2;
-  const tempFailRate = samples.filter((sample) => sample.tempFail).length / samples.length;
+  const tempFails = countedTempFails(samples);
+  const tempFailRate = tempFails.replies / samples.length;
   const enough = samples.length >= options.minReplies;
+  const spread = tempFails.sources >= MIN_TEMP_FAIL_SOURCES;
   return {
-    pressured: enough && (medianLatencyMs > options.latencyMs || tempFailRate > options.tempFailRate),
+    pressured: enough && (medianLatencyMs > options.latencyMs || (spread && tempFailRate > options.tempFailRate)),
     replies: samples.length,
     medianLatencyMs,
     tempFailRate,
+    tempFailSources: tempFails.sources,
   };
+}
+
+/**
+ * The 4xx replies that count, and from how many sources: each source's up to MAX_SOURCE_SHARE of the
+ * window's replies, and at least one whole reply (in a quiet window one reply is a large share).
+ * The per-source map lives for one reading: at most one entry per sample kept, so MAX_SAMPLES bounds it.
+ */
+function countedTempFails(samples: ReadonlyArray<{ tempFailFrom?: string | undefined }>): { replies: number; sources: number } {
+  const perSource = new Map<string, number>();
+  for (const { tempFailFrom } of samples) {
+    if (tempFailFrom !== undefined) perSource.set(tempFailFrom, (perSource.get(tempFailFrom) ?? 0) + 1);
+  }
+  const perSourceCap = Math.max(1, MAX_SOURCE_SHARE * samples.length);
+  let replies = 0;
+  for (const count of perSource.values()) replies += Math.min(count, perSourceCap);
+  return { replies, sources: perSource.size };
+}
+
+/**
+ * The source a client's replies are counted under: its address for IPv4, its /64 for IPv6 (one host
+ * usually holds a whole /64, whose addresses would otherwise pose as many sources). Not the IPv4 /24:
+ * its neighbours there are other senders, often of another customer of the same provider.
+ */
+export function sourceNetwork(address: string): string {
+  if (net.isIP(address) === 0) return address;
+  const canonical = canonicalAddress(address);
+  return canonical.includes(':') ? prefixOf(canonical, 64) : canonical;
 }

@@ -57,7 +57,7 @@ export function blockedFromVerdicts(entries: readonly VerdictEntry[], exportedAc
       action: fields.action as Action,
       detector: typeof fields.detector === 'string' ? fields.detector : 'unknown',
       reasons: Array.isArray(fields.reasons) ? fields.reasons.filter((reason): reason is string => typeof reason === 'string') : [],
-      // Infinity: a key written without expiry by something else (an operator's manual block) is permanent.
+      // Infinity: an entry an operator listed by hand with no end (a +inf score in Redis's index) is permanent.
       expiresAtMs: Number.isFinite(entry.ttlMs) ? nowMs + entry.ttlMs : null,
     });
   }

@@ -1,5 +1,6 @@
 // Firewall pushback, the enforcer that carries verdicts out beyond the proxy: every refreshSeconds it
-// reads the verdicts all nodes stored (the shared store), keeps those whose action the policy exports plus
+// reads the verdicts all nodes stored (the shared store's listed entries: an index, never a scan of a
+// keyspace a flood may have filled with counters), keeps those whose action the policy exports plus
 // the deny list, and when the set changes writes the nftables script atomically and runs the operator's
 // command. GET /pushback serves the last set. It never sits on a session's path: a slow store or a hung
 // command delays only the next refresh. When the store cannot be read the last set stays exported (its
@@ -19,7 +20,6 @@ import {
   blockedFromVerdicts,
   collapseSteps,
   renderNftables,
-  VERDICT_KEY_PREFIX,
   type BlockedPrefix,
 } from './blocked-prefixes.js';
 
@@ -50,8 +50,8 @@ export interface FirewallExportDependencies {
   now?: () => number;
 }
 
-/** Reading every verdict is several SCAN round trips: allowed longer than one hot-path call. */
-const SCAN_TIMEOUT_MS = 5_000;
+/** Reading every verdict is a few round trips over tens of thousands of entries: allowed longer than one hot-path call. */
+const READ_TIMEOUT_MS = 5_000;
 /** Expiries within this are the same element (the store's remaining life drifts by a few ms per read). */
 const SAME_EXPIRY_MS = 2_000;
 /** Reads start at most this often, whatever triggers them. */
@@ -73,7 +73,7 @@ export class FirewallExporter {
   private commandAgain = false;
   private refreshAgain = false;
   private lastStartMs = 0;
-  private scanInFlight: Promise<unknown> | undefined;
+  private readInFlight: Promise<unknown> | undefined;
   /** The exported verdicts of the last read that worked, kept for when the store cannot be read. */
   private lastVerdicts: BlockedPrefix[] = [];
   private allowList: { from: readonly string[] | undefined; list: CidrList } = { from: undefined, list: parseCidrList([]) };
@@ -130,7 +130,7 @@ export class FirewallExporter {
   /**
    * A verdict this node just stored: read again soon rather than at the next interval, so the firewall
    * follows within a second or so. Reads start at most once per MIN_GAP_MS however many verdicts a
-   * flood brings (each read is a scan of the store, each change a file write and a loader run).
+   * flood brings (each read lists every verdict, each change is a file write and a loader run).
    */
   verdictStored(action: string): void {
     if (this.stopped || !this.deps.policy().pushback.firewall.actions.includes(action as never)) return;
@@ -161,13 +161,13 @@ export class FirewallExporter {
     let verdicts;
     try {
       // A read that timed out may still be running against a slow store: never pile a second one on it.
-      if (this.scanInFlight) throw new Error('the previous read of the verdicts has not finished');
-      const scan = this.deps.kv.scan(VERDICT_KEY_PREFIX, firewall.maxEntries + 1, nowMs);
-      this.scanInFlight = scan;
-      void scan.then(() => undefined, () => undefined).finally(() => {
-        if (this.scanInFlight === scan) this.scanInFlight = undefined;
+      if (this.readInFlight) throw new Error('the previous read of the verdicts has not finished');
+      const read = this.deps.kv.listed(firewall.maxEntries + 1, nowMs);
+      this.readInFlight = read;
+      void read.then(() => undefined, () => undefined).finally(() => {
+        if (this.readInFlight === read) this.readInFlight = undefined;
       });
-      verdicts = await withTimeout(scan, SCAN_TIMEOUT_MS, 'firewall verdict scan');
+      verdicts = await withTimeout(read, READ_TIMEOUT_MS, 'firewall verdict read');
     } catch (error) {
       this.deps.metrics?.refreshFailed();
       if (!this.storeFailing) this.deps.logger.warn({ err: error }, 'firewall export: cannot read the shared verdicts; the last ones read stay exported');
@@ -246,7 +246,7 @@ export class FirewallExporter {
   /**
    * Next read: the refresh interval, or sooner when an exported element expires (a narrower prefix
    * hidden under it comes back then), but never sooner than MIN_GAP_MS after the last read started:
-   * a flood's verdicts expire a few ms apart, and each read is a scan of the whole store.
+   * a flood's verdicts expire a few ms apart, and each read lists every verdict.
    */
   private schedule(): void {
     if (this.stopped) return;

@@ -5,12 +5,18 @@
 // store in one round trip, the detectors score the source, and a verdict that pushes back is stored
 // with its expiry and logged once with its reasons. Observe mode computes and logs all of it and
 // enforces nothing. Deciding only: the listener carries the decision out.
+//
+// Keys, so that a flood of fresh addresses costs the store one small record each and nothing more:
+// `c:<source>` one counter record per source (an IPv4 address, an IPv6 /64: sourceOf), holding only
+// the counts that are not 0, for misbehaviourTtlSeconds; `pv:<source>` its proven-sender mark;
+// `v:<scope>` a verdict on an address or a prefix, listed (setListed) so the firewall export reads
+// the verdicts without walking the keyspace, and kept apart from the counters, which never evict it.
 import net from 'node:net';
 import type { Logger } from 'pino';
 import type { Policy } from '../config/schema.js';
 import { RateLimitedLog } from '../log-rate.js';
 import type { ServerStatus } from '../detect/entropy.js';
-import { canonicalAddress, familyOf, parseAddress, prefixLadder, prefixOf, type PrefixAggregator } from '../detect/prefix.js';
+import { canonicalAddress, familyOf, parseAddress, prefixLadder, prefixOf, sourceOf, type PrefixAggregator } from '../detect/prefix.js';
 
 /** The part of the prefix aggregator the screen uses (main.ts swaps the aggregator on reload). */
 export type SuspectPrefixes = Pick<PrefixAggregator, 'suspectPrefix' | 'addSuspect'>;
@@ -68,8 +74,8 @@ interface StoredVerdict extends Verdict {
   scope: string;
 }
 
-const COUNTERS = ['abnormal', 'normal', 'early', 'nonsmtp', 'pipelining', 'unknown', 'clean'] as const;
-type CounterName = (typeof COUNTERS)[number];
+/** The fields of a source's counter record. */
+type CounterName = 'abnormal' | 'normal' | 'early' | 'nonsmtp' | 'pipelining' | 'unknown' | 'clean';
 
 export class Screen implements SessionScreen {
   private lists: { allow: CidrList; deny: CidrList; from: Policy['pushback'] | undefined } = { allow: parseCidrList([]), deny: parseCidrList([]), from: undefined };
@@ -101,7 +107,7 @@ export class Screen implements SessionScreen {
       return this.toDecision(listed, status, policy);
     }
     const scopes = this.scopesOf(address, pushback);
-    const stored = await this.read([...scopes.map((scope) => `v:${scope}`), `pv:${address}`], nowMs);
+    const stored = await this.read([...scopes.map((scope) => `v:${scope}`), `pv:${sourceOf(address)}`], nowMs);
     const provenUntil = stored[scopes.length] === undefined ? undefined : Number(stored[scopes.length]);
     // A verdict on this address outranks a proven sender; a verdict on a prefix around it does not,
     // so a widened /16 never delays known correspondents inside it.
@@ -167,19 +173,16 @@ export class Screen implements SessionScreen {
       clean: clean ? 1 : 0,
     };
     const ttlMs = pushback.misbehaviourTtlSeconds * 1000;
-    let totals: number[];
+    const source = sourceOf(address);
+    let totals: Partial<Record<string, number>>;
     try {
-      totals = await withTimeout(
-        this.deps.kv.incrementMany(COUNTERS.map((name) => ({ key: `c:${name}:${address}`, by: increments[name], ttlMs })), nowMs),
-        policy.state.commandTimeoutMs,
-        'screen counters',
-      );
+      totals = await withTimeout(this.deps.kv.incrementRecord(`c:${source}`, increments, ttlMs, nowMs), policy.state.commandTimeoutMs, 'screen counters');
     } catch {
       this.deps.metrics.kvError();
       // Shared store out: judge on this session alone, so detection keeps working on this node.
-      totals = COUNTERS.map((name) => increments[name]);
+      totals = increments;
     }
-    const count = (name: CounterName): number => totals[COUNTERS.indexOf(name)] ?? 0;
+    const count = (name: CounterName): number => totals[name] ?? 0;
     const prefix = this.deps.prefixes.suspectPrefix(address, nowMs);
     const status = this.deps.status();
     const findings = findingsFor({
@@ -211,7 +214,7 @@ export class Screen implements SessionScreen {
     }
     if (clean && count('clean') >= pushback.proven.sessions) {
       const provenTtlMs = Math.round(pushback.proven.ttlHours * 3_600_000);
-      await this.write(() => this.deps.kv.set(`pv:${address}`, String(nowMs + provenTtlMs), provenTtlMs, nowMs), policy);
+      await this.write(() => this.deps.kv.set(`pv:${source}`, String(nowMs + provenTtlMs), provenTtlMs, nowMs), policy);
     }
   }
 
@@ -235,9 +238,10 @@ export class Screen implements SessionScreen {
   private async storeVerdict(scope: string, verdict: Verdict, detector: string, policy: Policy, nowMs: number): Promise<void> {
     const ttlMs = policy.pushback.verdictTtlSeconds * 1000;
     const stored: StoredVerdict = { ...verdict, detector, scope, expiresAtMs: nowMs + ttlMs };
-    // A source that pushes back is no longer a proven sender, whatever it did before.
-    await this.write(() => this.deps.kv.set(`v:${scope}`, JSON.stringify(stored), ttlMs, nowMs), policy);
-    await this.write(() => this.deps.kv.delete([`pv:${scope}`]), policy);
+    // A source that pushes back is no longer a proven sender, whatever it did before (for an IPv6
+    // address, the proven mark is its /64's).
+    await this.write(() => this.deps.kv.setListed(`v:${scope}`, JSON.stringify(stored), ttlMs, nowMs), policy);
+    await this.write(() => this.deps.kv.delete([`pv:${net.isIP(scope) === 0 ? scope : sourceOf(scope)}`]), policy);
     this.deps.metrics.verdict(verdict.action, detector);
     this.verdictLog.log(
       { verdict: verdict.action, scope, detector, score: verdict.score, reasons: verdict.reasons, expiresInSeconds: policy.pushback.verdictTtlSeconds, mode: policy.mode },

@@ -8,17 +8,18 @@
 // interface, which reports every one of them with the session id (tnx "command" and "send"); the
 // end of a message is seen in onData. test/integration/session-limits.test.ts ("pairs") pins that.
 import { readFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import type { Logger } from 'pino';
 import type { Policy } from '../config/schema.js';
+import { canonicalAddress } from '../detect/prefix.js';
 import type { ReverseDnsLookup } from '../dns/fcrdns.js';
 import { SessionRelay, type RelayNotices, type RelayReply } from '../relay/session-relay.js';
 import { dataOutcome, type SessionEnd, type SessionRecord, type TransactionRecord } from '../session/record.js';
 import type { UpstreamOptions } from '../upstream/connection.js';
 import { clientNameFields } from '../upstream/xclient.js';
 import { installCommandHandlers, type ConnectionInternals } from './command-handlers.js';
-import { chooseEviction, chooseHalfOpen, rearmedIdleTimeoutMs, type EvictionCount, type EvictionView } from './eviction.js';
+import { chooseEviction, chooseHalfOpen, spreadIdleCloses, type EvictionCount, type EvictionView } from './eviction.js';
 import { UpstreamShare } from '../relay/upstream-share.js';
 import { SourceConcurrency } from './source-concurrency.js';
 import { formatParameters, parameterValue, refuseParameters, type EnvelopeCommand, type EnvelopeVerb } from './envelope-command.js';
@@ -57,6 +58,8 @@ export class SmtpListener {
   private readonly concurrency: SourceConcurrency;
   /** Postfix processes held for clients: per address, and the untrusted clients' share (upstream-share.ts). */
   private readonly upstreamShare: UpstreamShare;
+  /** server.proxyProtocolFrom, canonical: a session still "from" one of these got no client address from it. */
+  private readonly proxyBalancers: ReadonlySet<string>;
   /** Evictions and capacity refusals since the last aggregate log line (at most one a second). */
   private capacityEvents: Partial<Record<EvictionCount | 'refused-full' | 'refused-address' | 'refused-prefix' | 'upstream-refused-address' | 'upstream-refused-share', number>> = {};
   private capacityLogTimer: NodeJS.Timeout | undefined;
@@ -82,12 +85,12 @@ export class SmtpListener {
       replyTimeoutMs: policy.upstream.replyTimeoutMs,
       dataStallTimeoutMs: policy.upstream.dataStallTimeoutMs,
       dataDoneTimeoutMs: policy.upstream.dataDoneTimeoutMs,
-      observeReply: (step, milliseconds, code) => deps.observer.upstreamReply(step, milliseconds, code),
       observeCapabilities: (capabilities) => {
         this.upstreamCapabilities = capabilities;
       },
     };
     this.relayNotices = onceNotices(deps.logger);
+    this.proxyBalancers = new Set(policy.server.proxyProtocolFrom.map(canonicalAddress));
     this.shuttingDown = { code: 421, text: `4.3.2 ${policy.server.hostname} Service shutting down, try again later` };
     this.server = new SMTPServer(this.serverOptions(policy));
     // Sessions are registered when smtp-server creates the connection (after any PROXY header),
@@ -165,24 +168,27 @@ export class SmtpListener {
     // arrived before the stress began is not held for the full calm-time timeout. The socket gets the
     // whole new time-out (it stays the socket's inactivity limit); an idle session also gets a one-shot
     // check at what is left counted from its last command, so the flood is closed in the order it went
-    // quiet and, past that, spread over time (rearmedIdleTimeoutMs), not ten thousand sockets at once.
+    // quiet, at a bounded rate (spreadIdleCloses), not ten thousand sockets at once.
     const generation = ++this.idleTimeoutGeneration;
     const nowMs = Date.now();
-    let overdue = 0;
+    const idle: LiveSession[] = [];
     for (const live of this.sessions.values()) {
       const socket = live.connection._socket;
       if (!socket) continue;
       socket.setTimeout(milliseconds);
-      if (live.inTransaction) continue;
-      const rearmed = rearmedIdleTimeoutMs(milliseconds, nowMs - live.lastActivityMs, overdue);
-      if (rearmed.overdue) overdue += 1;
-      if (rearmed.timeoutMs >= milliseconds) continue;
+      if (!live.inTransaction && nowMs - live.lastActivityMs > 0) idle.push(live);
+    }
+    const delays = spreadIdleCloses(idle.map((live) => nowMs - live.lastActivityMs), milliseconds);
+    idle.forEach((live, index) => {
+      const delayMs = delays[index] as number;
+      // Not sooner than the socket's own time-out would: nothing to do (calm again, or a fresh session).
+      if (delayMs >= milliseconds) return;
       const quietSinceMs = live.lastActivityMs;
       setTimeout(() => {
         if (generation !== this.idleTimeoutGeneration || live.closed || live.lastActivityMs !== quietSinceMs || live.inTransaction) return;
         this.closeIdleSession(live);
-      }, rearmed.timeoutMs).unref();
-    }
+      }, delayMs).unref();
+    });
   }
 
   /** An idle session past the (shortened) idle time-out: Postfix's words, and smtp-server closes after a 421. */
@@ -250,7 +256,12 @@ export class SmtpListener {
       this.closeSession(live, 'deadline', { code: 421, text: `4.4.2 ${policy.server.hostname} Error: session deadline exceeded, closing` }, false);
     }, policy.limits.sessionDeadlineSeconds * 1000);
     deadline.unref();
-    const live = new LiveSession(connection, new SessionRelay(this.upstreamOptions, this.relayNotices), deadline);
+    // Postfix's replies are told with the client they were for: back-pressure weighs 4xx per source.
+    const upstreamOptions: UpstreamOptions = {
+      ...this.upstreamOptions,
+      observeReply: (step, milliseconds, code) => this.deps.observer.upstreamReply(step, milliseconds, code, { address: live.client, suspect: isSuspect(live) }),
+    };
+    const live = new LiveSession(connection, new SessionRelay(upstreamOptions, this.relayNotices), deadline);
     if (policy.server.hidePipelining) connection._socket?.on('data', (chunk: Buffer) => live.rawChunk(chunk));
     this.sessions.set(connection.id, live);
     const counted = this.concurrency.enter(live.client);
@@ -344,6 +355,11 @@ export class SmtpListener {
     if (!live) return callback();
     if (this.drainStarted) return this.refuse(live, this.shuttingDown, callback, 'server-shutdown');
     const host = this.deps.policy.server.hostname;
+    // "PROXY UNKNOWN" (or a header naming the balancer itself) leaves the balancer's address as the
+    // client: every client behind it would share one score, and an allow-listed balancer would pass all.
+    if (this.fromProxyBalancer(live.client)) {
+      return this.refuse(live, { code: 421, text: `4.7.0 ${host} PROXY header without a client address` }, callback);
+    }
     if (live.overCapacity) {
       this.countCapacityEvent('refused-full');
       return this.refuse(live, { code: 421, text: `4.7.0 ${host} Error: too many connected clients, try again later` }, callback, 'too-many-clients');
@@ -377,6 +393,11 @@ export class SmtpListener {
       this.deps.logger.error({ err: error, session: live.id }, 'screen failed; passing the client');
       callback();
     });
+  }
+
+  /** Whether a session's client address is one of the PROXY protocol balancers'. */
+  private fromProxyBalancer(client: string): boolean {
+    return this.proxyBalancers.size > 0 && net.isIP(client) !== 0 && this.proxyBalancers.has(canonicalAddress(client));
   }
 
   /**
@@ -675,6 +696,15 @@ const EVICTION_SCAN = 2_048;
 /** Allow-listed and proven senders: exempt from the concurrency limits, evicted only as a last resort. */
 function isTrusted(live: LiveSession): boolean {
   return live.decision.label === 'pass:allow-list' || live.decision.label === 'pass:proven';
+}
+
+/**
+ * Screened as anything but a plain pass: a verdict acted on, stored ("tarpit:cached") or only observed
+ * ("observe:defer"). Its 4xx from Postfix are its own doing, not a sign of Postfix under pressure.
+ */
+function isSuspect(live: LiveSession): boolean {
+  const label = live.decision.label;
+  return label !== 'pass' && !label.startsWith('pass:');
 }
 
 function concurrencyLimits(policy: Policy): { perAddress: number; perPrefixV4: number; perPrefixV6: number } {

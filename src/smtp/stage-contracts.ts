@@ -1,6 +1,7 @@
 // What the listener asks of the other stages of a session (screen, quarantine, accounting, tarpit cap),
 // as interfaces: the stages implement them without importing the listener, and the listener calls them
 // without knowing which implementation main.ts wired in.
+import type { ReplySource } from '../detect/upstream-pressure.js';
 import type { RelayReply } from '../relay/session-relay.js';
 import type { SessionRecord } from '../session/record.js';
 import type { EvictionCount } from './eviction.js';
@@ -13,7 +14,8 @@ export interface SessionObserver {
   /** A pair closed: normal ones as they happen, the abnormal one when the session ends. */
   pair(source: string, kind: 'normal' | 'abnormal'): void;
   command(): void;
-  upstreamReply(step: string, milliseconds: number, code: number | undefined): void;
+  /** A reply of Postfix's (code undefined: a time-out) to the session of source: back-pressure counts 4xx per source. */
+  upstreamReply(step: string, milliseconds: number, code: number | undefined, source: ReplySource): void;
   sessionEnded(record: SessionRecord): void;
   /** A session was closed to make room for a newcomer (pushback_sessions_evicted_total). */
   evicted?(reason: EvictionCount): void;

@@ -1,16 +1,17 @@
-// In-process SharedKv for a single node: a Map of entries plus a min-heap ordered by expiry time. Time is the
-// caller's nowMs, so there is no timer: reads drop an expired entry they meet, and every write first drops up to
-// SWEEP_PER_WRITE entries whose time has come from the top of the heap, which keeps ahead of the one heap node a
-// write adds.
+// In-process SharedKv for a single node. Entries live in three bounded classes (expiring-map.ts), each a Map plus
+// a min-heap by expiry: counters (increment and counter records), plain values (set: proven-sender marks) and
+// listed values (setListed: verdicts). A key lives in one class at a time; getMany, increment and delete find it
+// in whichever holds it.
 //
-// Memory is bounded by maxEntries. When a new key arrives at the bound, the entry expiring soonest is evicted
-// (expired ones first, as they sit on top of the heap). Why soonest-expiring rather than least recently used: what
-// fills the store in a flood is a stream of short-lived per-source counters from ever-new addresses, and LRU would
-// let that stream push out the long verdicts and proven-sender marks that matter most; the entry expiring soonest
-// has the least life left to lose, and the same heap already serves the sweep, so eviction costs O(log n).
+// Why classes: what fills the store in a flood is a stream of per-source counters from ever-new addresses. In one
+// shared pool, evicting the soonest-expiring entry let hour-long counters push out ten-minute verdicts, and a
+// rejected source walked free. Bounded apart, counters only ever evict counters, so no number of them can evict a
+// verdict or a proven mark; within a class the entry expiring soonest goes first, having the least life to lose.
+import { ExpiringMap, type ExpiringEntry } from './expiring-map.js';
 import {
   assertIncrementBy,
   assertIncrements,
+  assertRecordIncrements,
   assertScanLimit,
   assertTtlMs,
   compareEntryKeys,
@@ -19,72 +20,94 @@ import {
   type SharedKv,
 } from './shared-kv.js';
 
+export type KvClass = 'counters' | 'values' | 'listed';
+
 export interface MemoryKvOptions {
-  /** Most entries held at once; a new key beyond it evicts the entry expiring soonest. */
-  maxEntries?: number;
+  /**
+   * Most entries held at once per class (one number for every class, or some classes); a new key beyond its
+   * class's bound evicts the entry of that class expiring soonest.
+   */
+  maxEntries?: number | Partial<Record<KvClass, number>>;
 }
 
-export const DEFAULT_MAX_KV_ENTRIES = 200_000;
+/**
+ * Counters: one record per IPv4 address or IPv6 /64 and hour, so 200,000 sources an hour before the oldest
+ * window is cut short. Values and listed: proven senders and verdicts, more than pushback.firewall.maxEntries.
+ */
+export const DEFAULT_MAX_KV_ENTRIES: Readonly<Record<KvClass, number>> = Object.freeze({ counters: 200_000, values: 100_000, listed: 100_000 });
 
-/** Expired heap nodes a write removes before doing its own work: bounds the pause any single write can take. */
-const SWEEP_PER_WRITE = 64;
-
-/** Stale heap nodes allowed beyond twice the entry count before the heap is rebuilt from the map. */
-const HEAP_SLACK_NODES = 1_024;
+const KV_CLASSES: readonly KvClass[] = ['counters', 'values', 'listed'];
 
 /** Same rule as Redis INCRBY: an optional minus and digits without leading zeros. */
 const INTEGER_VALUE = /^(?:0|-?[1-9]\d*)$/;
 
-interface Entry {
-  value: string;
-  expiresAtMs: number;
-}
-
-/**
- * A heap node is current while the map still holds its entry object with the same expiry. Replacing a key's value
- * or sliding its TTL leaves the old node behind as stale; stale nodes are skipped when they reach the top and
- * dropped in bulk when the heap outgrows the map (compact).
- */
-interface HeapNode {
-  key: string;
-  entry: Entry;
-  expiresAtMs: number;
-}
+/** A counter record: field → count (a Redis hash of integers). */
+type CounterRecord = Map<string, number>;
+type Value = string | CounterRecord;
 
 export class MemoryKv implements SharedKv {
   readonly kind = 'memory' as const;
-  readonly maxEntries: number;
-  private readonly entries = new Map<string, Entry>();
-  private heap: HeapNode[] = [];
-  private evicted = 0;
+  private readonly classes: Readonly<Record<KvClass, ExpiringMap<Value>>>;
 
   constructor(options: MemoryKvOptions = {}) {
-    this.maxEntries = options.maxEntries ?? DEFAULT_MAX_KV_ENTRIES;
-    if (!Number.isSafeInteger(this.maxEntries) || this.maxEntries < 1) {
-      throw new RangeError(`maxEntries must be a whole number >= 1, got ${this.maxEntries}`);
-    }
+    const bound = (kvClass: KvClass): number => (typeof options.maxEntries === 'number' ? options.maxEntries : (options.maxEntries?.[kvClass] ?? DEFAULT_MAX_KV_ENTRIES[kvClass]));
+    this.classes = { counters: new ExpiringMap(bound('counters')), values: new ExpiringMap(bound('values')), listed: new ExpiringMap(bound('listed')) };
   }
 
-  /** Entries held, including expired ones not yet swept. */
+  /** Entries held in every class, including expired ones not yet swept. */
   get storedEntries(): number {
-    return this.entries.size;
+    return KV_CLASSES.reduce((sum, kvClass) => sum + this.classes[kvClass].size, 0);
   }
 
-  /** Live entries evicted because the store was full (a metric: non-zero means maxEntries is too small or a flood). */
+  /** Live entries evicted because their class was full (a metric: non-zero means a bound is too small, or a flood). */
   get evictedEntries(): number {
-    return this.evicted;
+    return KV_CLASSES.reduce((sum, kvClass) => sum + this.classes[kvClass].evictedEntries, 0);
+  }
+
+  storedEntriesOf(kvClass: KvClass): number {
+    return this.classes[kvClass].size;
+  }
+
+  evictedEntriesOf(kvClass: KvClass): number {
+    return this.classes[kvClass].evictedEntries;
+  }
+
+  maxEntriesOf(kvClass: KvClass): number {
+    return this.classes[kvClass].maxEntries;
   }
 
   getMany(keys: readonly string[], nowMs: number): Promise<Array<string | undefined>> {
-    return settle(() => keys.map((key) => this.live(key, nowMs)?.value));
+    return settle(() =>
+      keys.map((key) => {
+        const value = this.find(key, nowMs)?.entry.value;
+        // A counter record is not a string: Redis MGET answers nil for a hash too.
+        return typeof value === 'string' ? value : undefined;
+      }),
+    );
   }
 
   set(key: string, value: string, ttlMs: number, nowMs: number): Promise<void> {
     return settle(() => {
       assertTtlMs(ttlMs);
-      this.sweep(nowMs);
-      if (!this.live(key, nowMs)) this.makeRoom(nowMs);
-      this.insert(key, { value, expiresAtMs: nowMs + ttlMs });
+      this.put('values', key, value, nowMs + ttlMs, nowMs);
+    });
+  }
+
+  setListed(key: string, value: string, ttlMs: number, nowMs: number): Promise<void> {
+    return settle(() => {
+      assertTtlMs(ttlMs);
+      this.put('listed', key, value, nowMs + ttlMs, nowMs);
+    });
+  }
+
+  listed(limit: number, nowMs: number): Promise<KvEntry[]> {
+    return settle(() => {
+      assertScanLimit(limit);
+      const live: KvEntry[] = [];
+      for (const [key, entry] of this.classes.listed.liveEntries(nowMs)) live.push({ key, value: entry.value as string, ttlMs: entry.expiresAtMs - nowMs });
+      // Those expiring last are kept, as the Redis store's index gives them.
+      if (live.length > limit) live.sort((left, right) => right.ttlMs - left.ttlMs).length = limit;
+      return live.sort(compareEntryKeys);
     });
   }
 
@@ -105,10 +128,30 @@ export class MemoryKv implements SharedKv {
     });
   }
 
+  incrementRecord(key: string, increments: Readonly<Record<string, number>>, ttlMs: number, nowMs: number): Promise<Record<string, number>> {
+    return settle(() => {
+      assertRecordIncrements(increments);
+      assertTtlMs(ttlMs);
+      this.sweep(nowMs);
+      const found = this.find(key, nowMs);
+      if (found && typeof found.entry.value === 'string') throw new Error(`"${key}" holds a value, not a counter record`);
+      const written = Object.entries(increments).filter(([, by]) => by !== 0);
+      let record = found?.entry.value as CounterRecord | undefined;
+      if (!record && written.length > 0) {
+        record = new Map();
+        this.classes.counters.put(key, record, nowMs + ttlMs, nowMs);
+      }
+      if (!record) return {};
+      // Checked before any field changes, so a rejected call leaves the record as it was.
+      const sums = written.map(([field, by]) => [field, (record.get(field) ?? 0) + by] as const);
+      for (const [field, sum] of sums) if (!Number.isSafeInteger(sum)) throw new RangeError(`field "${field}" of "${key}" would leave the safe integer range`);
+      for (const [field, sum] of sums) record.set(field, sum);
+      return Object.fromEntries(record);
+    });
+  }
+
   delete(keys: readonly string[]): Promise<void> {
-    // The heap nodes of deleted keys go stale and are dropped when they surface or on the next compaction.
-    for (const key of keys) this.entries.delete(key);
-    this.compactIfBloated();
+    for (const key of keys) for (const kvClass of KV_CLASSES) this.classes[kvClass].delete(key);
     return Promise.resolve();
   }
 
@@ -116,121 +159,57 @@ export class MemoryKv implements SharedKv {
     return settle(() => {
       assertScanLimit(limit);
       const found: KvEntry[] = [];
-      for (const [key, entry] of this.entries) {
-        if (found.length >= limit) break;
-        if (!key.startsWith(keyPrefix) || entry.expiresAtMs <= nowMs) continue;
-        found.push({ key, value: entry.value, ttlMs: entry.expiresAtMs - nowMs });
+      for (const kvClass of KV_CLASSES) {
+        for (const [key, entry] of this.classes[kvClass].liveEntries(nowMs)) {
+          if (found.length >= limit) break;
+          if (!key.startsWith(keyPrefix) || typeof entry.value !== 'string') continue;
+          found.push({ key, value: entry.value, ttlMs: entry.expiresAtMs - nowMs });
+        }
       }
       return found.sort(compareEntryKeys);
     });
   }
 
   close(): Promise<void> {
-    this.entries.clear();
-    this.heap = [];
+    for (const kvClass of KV_CLASSES) this.classes[kvClass].clear();
     return Promise.resolve();
   }
 
+  /** The live entry of the key and the class holding it. */
+  private find(key: string, nowMs: number): { kvClass: KvClass; entry: ExpiringEntry<Value> } | undefined {
+    for (const kvClass of KV_CLASSES) {
+      const entry = this.classes[kvClass].live(key, nowMs);
+      if (entry) return { kvClass, entry };
+    }
+    return undefined;
+  }
+
+  /** Writes the key into this class, taking it out of any other. */
+  private put(kvClass: KvClass, key: string, value: string, expiresAtMs: number, nowMs: number): void {
+    this.sweep(nowMs);
+    for (const other of KV_CLASSES) if (other !== kvClass) this.classes[other].delete(key);
+    this.classes[kvClass].put(key, value, expiresAtMs, nowMs);
+  }
+
+  private sweep(nowMs: number): void {
+    for (const kvClass of KV_CLASSES) this.classes[kvClass].sweep(nowMs);
+  }
+
+  /** A new counter goes to the counters class; an integer written by set() is counted where it is. */
   private incrementNow({ key, by, ttlMs, slide = false }: KvIncrement, nowMs: number): number {
-    const entry = this.live(key, nowMs);
-    if (!entry) {
-      this.makeRoom(nowMs);
-      this.insert(key, { value: String(by), expiresAtMs: nowMs + ttlMs });
+    const found = this.find(key, nowMs);
+    if (!found) {
+      this.classes.counters.put(key, String(by), nowMs + ttlMs, nowMs);
       return by;
     }
+    const { kvClass, entry } = found;
+    if (typeof entry.value !== 'string') throw new Error(`"${key}" holds a counter record, not an integer`);
     if (!INTEGER_VALUE.test(entry.value)) throw new Error(`value of "${key}" is not an integer`);
     const sum = Number(entry.value) + by;
     if (!Number.isSafeInteger(sum)) throw new RangeError(`counter "${key}" would leave the safe integer range`);
     entry.value = String(sum);
-    const expiresAtMs = nowMs + ttlMs;
-    if (slide && expiresAtMs !== entry.expiresAtMs) {
-      entry.expiresAtMs = expiresAtMs;
-      this.push({ key, entry, expiresAtMs });
-      this.compactIfBloated();
-    }
+    if (slide) this.classes[kvClass].reschedule(key, entry, nowMs + ttlMs);
     return sum;
-  }
-
-  /** The entry if present and unexpired; an expired one is dropped on the way. */
-  private live(key: string, nowMs: number): Entry | undefined {
-    const entry = this.entries.get(key);
-    if (entry === undefined || entry.expiresAtMs > nowMs) return entry;
-    this.entries.delete(key);
-    return undefined;
-  }
-
-  private insert(key: string, entry: Entry): void {
-    this.entries.set(key, entry);
-    this.push({ key, entry, expiresAtMs: entry.expiresAtMs });
-    this.compactIfBloated();
-  }
-
-  private isCurrent(node: HeapNode): boolean {
-    return this.entries.get(node.key) === node.entry && node.entry.expiresAtMs === node.expiresAtMs;
-  }
-
-  private sweep(nowMs: number): void {
-    for (let budget = SWEEP_PER_WRITE; budget > 0 && this.heap.length > 0 && this.heap[0]!.expiresAtMs <= nowMs; budget--) {
-      const node = this.pop();
-      if (this.isCurrent(node)) this.entries.delete(node.key);
-    }
-  }
-
-  /** Called before adding a new key: frees one slot if the store is full, taking the entry expiring soonest. */
-  private makeRoom(nowMs: number): void {
-    while (this.entries.size >= this.maxEntries && this.heap.length > 0) {
-      const node = this.pop();
-      if (!this.isCurrent(node)) continue;
-      this.entries.delete(node.key);
-      if (node.expiresAtMs > nowMs) this.evicted += 1;
-    }
-  }
-
-  private compactIfBloated(): void {
-    if (this.heap.length <= 2 * this.entries.size + HEAP_SLACK_NODES) return;
-    this.heap = [...this.entries].map(([key, entry]) => ({ key, entry, expiresAtMs: entry.expiresAtMs }));
-    for (let i = (this.heap.length >>> 1) - 1; i >= 0; i--) this.siftDown(i);
-  }
-
-  private push(node: HeapNode): void {
-    const heap = this.heap;
-    heap.push(node);
-    let i = heap.length - 1;
-    while (i > 0) {
-      const parent = (i - 1) >>> 1;
-      if (heap[parent]!.expiresAtMs <= node.expiresAtMs) break;
-      heap[i] = heap[parent]!;
-      i = parent;
-    }
-    heap[i] = node;
-  }
-
-  /** Removes and returns the top; callers check the heap is not empty. */
-  private pop(): HeapNode {
-    const heap = this.heap;
-    const top = heap[0]!;
-    const last = heap.pop()!;
-    if (heap.length > 0) {
-      heap[0] = last;
-      this.siftDown(0);
-    }
-    return top;
-  }
-
-  private siftDown(start: number): void {
-    const heap = this.heap;
-    const node = heap[start]!;
-    let i = start;
-    for (;;) {
-      const left = 2 * i + 1;
-      if (left >= heap.length) break;
-      const right = left + 1;
-      const child = right < heap.length && heap[right]!.expiresAtMs < heap[left]!.expiresAtMs ? right : left;
-      if (heap[child]!.expiresAtMs >= node.expiresAtMs) break;
-      heap[i] = heap[child]!;
-      i = child;
-    }
-    heap[i] = node;
   }
 }
 

@@ -2,6 +2,11 @@
 // per-source misbehaviour counters. Like Postfix's anvil it only stores strings and counts; what a key or a count
 // means is decided in policy/. This file holds the interface and the argument checks both implementations share.
 //
+// Three kinds of entries, kept apart because a flood writes one kind by the thousand and must not push out the
+// others: counters (increment, and counter records: several counts of one source under one key), plain values
+// (set) and listed values (setListed: the verdicts, in an index the firewall export reads without walking the
+// keyspace). The memory store bounds each kind on its own, so no number of counters evicts a value.
+//
 // Calls are not wrapped in timeouts here: the caller wraps each one with withTimeout (shared-store-health.ts) and
 // decides what a failure means (the verdict stage fails open), because only it knows what a late answer costs.
 
@@ -44,10 +49,28 @@ export interface SharedKv {
    * non-integer value), the items before it stay applied, in both stores.
    */
   incrementMany(items: readonly KvIncrement[], nowMs: number): Promise<number[]>;
-  /** Removes these keys; absent keys are ignored. */
+  /**
+   * Adds to the integer fields of one counter record (a Redis hash) in ONE round trip and returns every field the
+   * record then holds. Fields incremented by 0 are not written, so a record holds only what happened, and a record
+   * nothing was added to is not created (its current fields are still returned). The TTL is set when the record is
+   * created and not extended (a fixed window). Rejects when the key holds a plain or listed value.
+   */
+  incrementRecord(key: string, increments: Readonly<Record<string, number>>, ttlMs: number, nowMs: number): Promise<Record<string, number>>;
+  /**
+   * Like set, and lists the key in the store's index of listed entries. Write a listed key again only with setListed
+   * (set() takes it off the list; what an increment of it does to the list is unspecified).
+   */
+  setListed(key: string, value: string, ttlMs: number, nowMs: number): Promise<void>;
+  /**
+   * Live listed entries, at most `limit`, sorted by key; when more are listed, those expiring last are kept. Costs
+   * what the listed entries cost, whatever else the store holds (no scan): a few round trips.
+   */
+  listed(limit: number, nowMs: number): Promise<KvEntry[]>;
+  /** Removes these keys (off the list too); absent keys are ignored. */
   delete(keys: readonly string[]): Promise<void>;
   /**
-   * Live entries whose key starts with `keyPrefix` (for admin listings; may be slow, not for the hot path), at most
+   * Live plain, listed and counter entries (not counter records) whose key starts with `keyPrefix`, for admin
+   * listings: may be slow (in Redis it walks the keyspace), never for the hot path or a periodic read. At most
    * `limit`, sorted by key. Which ones come back when more than `limit` match is unspecified.
    */
   scan(keyPrefix: string, limit: number, nowMs: number): Promise<KvEntry[]>;
@@ -68,6 +91,10 @@ export function assertIncrements(items: readonly KvIncrement[]): void {
     assertIncrementBy(item.by);
     assertTtlMs(item.ttlMs);
   }
+}
+
+export function assertRecordIncrements(increments: Readonly<Record<string, number>>): void {
+  for (const by of Object.values(increments)) assertIncrementBy(by);
 }
 
 export function assertScanLimit(limit: number): void {

@@ -309,6 +309,97 @@ describe.each([memoryHarness(), redisHarness()])('SharedKv contract: $kind', (ha
     expect(await store.getMany(['k', 'j'], nowMs)).toEqual([undefined, undefined]);
   });
 
+  it('adds to a counter record in one round trip, writing no zero fields, in a fixed window', async () => {
+    const store = await harness.open('record');
+    let first: Record<string, number> = {};
+    const trips = await harness.roundTrips(store, async () => {
+      first = await store.incrementRecord('c:192.0.2.1', { normal: 2, abnormal: 0, early: 1, clean: 0 }, 300, harness.now());
+    });
+    expect(trips).toBe(harness.kind === 'redis' ? 1 : 0);
+    // Zero increments are not written: the record holds only what happened.
+    expect(first).toEqual({ normal: 2, early: 1 });
+    expect(await store.incrementRecord('c:192.0.2.1', { normal: 3, abnormal: 1, early: 0 }, 600_000, harness.now())).toEqual({ normal: 5, early: 1, abnormal: 1 });
+    expect(await store.incrementRecord('c:192.0.2.1', { normal: -5 }, 600_000, harness.now())).toEqual({ normal: 0, early: 1, abnormal: 1 });
+    // All zeros: the record is read, and an absent one is not created.
+    expect(await store.incrementRecord('c:192.0.2.1', { normal: 0 }, 600_000, harness.now())).toEqual({ normal: 0, early: 1, abnormal: 1 });
+    expect(await store.incrementRecord('c:192.0.2.2', { normal: 0, abnormal: 0 }, 600_000, harness.now())).toEqual({});
+    expect(await store.incrementRecord('c:192.0.2.2', {}, 600_000, harness.now())).toEqual({});
+    // A record is no string: getMany and scan leave it out.
+    expect(await store.getMany(['c:192.0.2.1', 'c:192.0.2.2'], harness.now())).toEqual([undefined, undefined]);
+    expect(await store.scan('c:', 10, harness.now())).toEqual([]);
+    // The window is the first one's (300 ms), whatever later calls ask for.
+    await harness.elapse(450);
+    expect(await store.incrementRecord('c:192.0.2.1', { normal: 1 }, 60_000, harness.now())).toEqual({ normal: 1 });
+  });
+
+  it('keeps records, counters and values from being mistaken for one another', async () => {
+    const store = await harness.open('record-types');
+    await store.set('plain', 'block', 60_000, harness.now());
+    await store.setListed('listed', 'block', 60_000, harness.now());
+    await store.increment('counter', 1, 60_000, harness.now());
+    await store.incrementRecord('record', { n: 1 }, 60_000, harness.now());
+    for (const key of ['plain', 'listed', 'counter']) await expect(store.incrementRecord(key, { n: 1 }, 60_000, harness.now()), key).rejects.toThrow();
+    await expect(store.incrementRecord('plain', {}, 60_000, harness.now())).rejects.toThrow();
+    await expect(store.increment('record', 1, 60_000, harness.now())).rejects.toThrow();
+    await expect(store.incrementRecord('record', { n: 0.5 }, 60_000, harness.now())).rejects.toThrow(RangeError);
+    await expect(store.incrementRecord('record', { n: 1 }, 0, harness.now())).rejects.toThrow(RangeError);
+    expect(await store.incrementRecord('record', {}, 60_000, harness.now())).toEqual({ n: 1 });
+    expect(await store.getMany(['plain', 'listed', 'counter'], harness.now())).toEqual(['block', 'block', '1']);
+  });
+
+  it('lists what setListed wrote, with remaining TTLs, until it expires, is deleted or set plainly', async () => {
+    const store = await harness.open('listed');
+    expect(await store.listed(10, harness.now())).toEqual([]);
+    await store.setListed('v:192.0.2.1', 'reject', 60_000, harness.now());
+    await store.setListed('v:192.0.2.0/24', 'tarpit', 150, harness.now());
+    await store.setListed('v:2001:db8::/64', 'defer', 60_000, harness.now());
+    await store.set('pv:192.0.2.9', 'proven', 60_000, harness.now());
+    await store.increment('counter', 1, 60_000, harness.now());
+    await store.incrementRecord('c:192.0.2.1', { normal: 1 }, 60_000, harness.now());
+    const listed = await store.listed(10, harness.now());
+    expect(listed.map((entry) => [entry.key, entry.value])).toEqual([
+      ['v:192.0.2.0/24', 'tarpit'],
+      ['v:192.0.2.1', 'reject'],
+      ['v:2001:db8::/64', 'defer'],
+    ]);
+    const ttlMs = Object.fromEntries(listed.map((entry) => [entry.key, entry.ttlMs]));
+    expect(ttlMs['v:192.0.2.1']).toBeGreaterThan(50_000);
+    expect(ttlMs['v:192.0.2.1']).toBeLessThanOrEqual(60_000);
+    expect(ttlMs['v:192.0.2.0/24']).toBeLessThanOrEqual(150);
+    // A listed value reads like any other.
+    expect(await store.getMany(['v:192.0.2.1'], harness.now())).toEqual(['reject']);
+    // setListed again replaces value and TTL; the entry is listed once.
+    await store.setListed('v:192.0.2.1', 'defer', 600_000, harness.now());
+    await harness.elapse(300);
+    const later = await store.listed(10, harness.now());
+    expect(later.map((entry) => [entry.key, entry.value])).toEqual([['v:192.0.2.1', 'defer'], ['v:2001:db8::/64', 'defer']]);
+    expect(later[0]!.ttlMs).toBeGreaterThan(500_000);
+    // Over the limit: those expiring last.
+    expect((await store.listed(1, harness.now())).map((entry) => entry.key)).toEqual(['v:192.0.2.1']);
+    expect(await store.listed(0, harness.now())).toEqual([]);
+    await expect(store.listed(-1, harness.now())).rejects.toThrow(RangeError);
+    // Deleted, or written by set(): off the list.
+    await store.delete(['v:192.0.2.1']);
+    await store.set('v:2001:db8::/64', 'plain now', 60_000, harness.now());
+    expect(await store.listed(10, harness.now())).toEqual([]);
+    expect(await store.getMany(['v:2001:db8::/64'], harness.now())).toEqual(['plain now']);
+    // Listed entries still show in admin listings.
+    await store.setListed('v:198.51.100.1', 'reject', 60_000, harness.now());
+    expect((await store.scan('v:', 10, harness.now())).map((entry) => entry.key)).toEqual(['v:198.51.100.1', 'v:2001:db8::/64']);
+  });
+
+  it('lists in at most two round trips however many other keys the store holds', async () => {
+    const store = await harness.open('listed-cost');
+    for (let i = 0; i < 5; i++) await store.setListed(`v:192.0.2.${i}`, 'reject', 60_000, harness.now());
+    await Promise.all(Array.from({ length: 2_000 }, (_, i) => store.incrementRecord(`c:10.0.${i >> 8}.${i & 255}`, { normal: 1 }, 60_000, harness.now())));
+    let listed: Array<{ key: string }> = [];
+    const trips = await harness.roundTrips(store, async () => {
+      listed = await store.listed(100, harness.now());
+    });
+    expect(listed).toHaveLength(5);
+    expect(trips).toBe(harness.kind === 'redis' ? 2 : 0);
+  });
+
   it.runIf(harness.kind === 'redis')('lays keys out as <prefix>{kv}:<key> with an expiry, inside its prefix', async () => {
     const admin = new Redis(REDIS_URL);
     try {
@@ -317,12 +408,31 @@ describe.each([memoryHarness(), redisHarness()])('SharedKv contract: $kind', (ha
       const store = await harness.open('layout');
       await store.set('verdict:192.0.2.1', 'block', 60_000, harness.now());
       await store.incrementMany([{ key: 'count:192.0.2.1', by: 2, ttlMs: 30_000 }], harness.now());
+      await store.incrementRecord('c:192.0.2.1', { normal: 2, abnormal: 0 }, 30_000, harness.now());
+      await store.setListed('v:192.0.2.1', 'reject', 90_000, harness.now());
       await store.delete(['decoy']);
       expect(await scanKeys(admin, `${RUN_PREFIX}layout:*`)).toEqual([
         `${RUN_PREFIX}layout:decoy`,
+        `${RUN_PREFIX}layout:{kv}#listed`,
+        `${RUN_PREFIX}layout:{kv}:c:192.0.2.1`,
         `${RUN_PREFIX}layout:{kv}:count:192.0.2.1`,
+        `${RUN_PREFIX}layout:{kv}:v:192.0.2.1`,
         `${RUN_PREFIX}layout:{kv}:verdict:192.0.2.1`,
       ]);
+      // A counter record is one hash holding only the fields that are not 0.
+      expect(await admin.hgetall(`${RUN_PREFIX}layout:{kv}:c:192.0.2.1`)).toEqual({ normal: '2' });
+      expect(await admin.pttl(`${RUN_PREFIX}layout:{kv}:c:192.0.2.1`)).toBeGreaterThan(25_000);
+      // The index: the caller's key scored by its expiry on Redis's clock; it expires with its last member.
+      const [redisSeconds] = await admin.time();
+      const [member, score] = await admin.zrange(`${RUN_PREFIX}layout:{kv}#listed`, '0', '-1', 'WITHSCORES');
+      expect(member).toBe('v:192.0.2.1');
+      expect(Number(score) - Number(redisSeconds) * 1000).toBeGreaterThan(85_000);
+      expect(Number(score) - Number(redisSeconds) * 1000).toBeLessThanOrEqual(91_000);
+      expect(await admin.pttl(`${RUN_PREFIX}layout:{kv}#listed`)).toBeGreaterThan(85_000);
+      // An operator's permanent listing by hand.
+      await admin.zadd(`${RUN_PREFIX}layout:{kv}#listed`, '+inf', 'v:203.0.113.0/24');
+      await admin.set(`${RUN_PREFIX}layout:{kv}:v:203.0.113.0/24`, 'manual');
+      expect(await store.listed(10, harness.now())).toContainEqual({ key: 'v:203.0.113.0/24', value: 'manual', ttlMs: Number.POSITIVE_INFINITY });
       const countTtlMs = await admin.pttl(`${RUN_PREFIX}layout:{kv}:count:192.0.2.1`);
       expect(countTtlMs).toBeGreaterThan(25_000);
       expect(countTtlMs).toBeLessThanOrEqual(30_000);
@@ -341,33 +451,65 @@ describe.each([memoryHarness(), redisHarness()])('SharedKv contract: $kind', (ha
     }
   });
 
-  it.runIf(harness.kind === 'memory')('stays within maxEntries by evicting the entries expiring soonest', async () => {
+  it.runIf(harness.kind === 'memory')('bounds each class apart: no number of counters evicts a value or a listed entry', async () => {
+    const store = new MemoryKv({ maxEntries: { counters: 100, values: 2, listed: 2 } });
+    const nowMs = T0;
+    // Verdicts and proven marks that expire long before the counters.
+    await store.setListed('v:192.0.2.66', 'reject', 600_000, nowMs);
+    await store.set('pv:192.0.2.7', 'proven', 60_000, nowMs);
+    for (let i = 0; i < 10_000; i++) {
+      await store.incrementRecord(`c:10.${i >> 16}.${(i >> 8) & 255}.${i & 255}`, { normal: 2 }, 3_600_000, nowMs);
+      await store.increment(`n:${i}`, 1, 3_600_000, nowMs);
+    }
+    expect(store.storedEntriesOf('counters')).toBe(100);
+    expect(store.evictedEntriesOf('counters')).toBe(19_900);
+    expect([store.evictedEntriesOf('values'), store.evictedEntriesOf('listed')]).toEqual([0, 0]);
+    expect(await store.getMany(['v:192.0.2.66', 'pv:192.0.2.7'], nowMs)).toEqual(['reject', 'proven']);
+    expect((await store.listed(10, nowMs)).map((entry) => entry.key)).toEqual(['v:192.0.2.66']);
+    // Listed entries compete only with listed ones: the one expiring soonest goes.
+    await store.setListed('v:192.0.2.67', 'reject', 300_000, nowMs);
+    await store.setListed('v:192.0.2.68', 'reject', 900_000, nowMs);
+    expect((await store.listed(10, nowMs)).map((entry) => entry.key)).toEqual(['v:192.0.2.66', 'v:192.0.2.68']);
+    expect(store.storedEntries).toBe(100 + 1 + 2);
+    expect(store.maxEntriesOf('listed')).toBe(2);
+    await store.close();
+  });
+
+  it.runIf(harness.kind === 'memory')('stays within maxEntries per class by evicting the entries expiring soonest', async () => {
     const store = new MemoryKv({ maxEntries: 3 });
     const nowMs = T0;
-    await store.set('verdict', 'block', 3_600_000, nowMs);
+    await store.increment('counter:long', 1, 3_600_000, nowMs);
     await store.increment('counter:a', 1, 1_000, nowMs);
-    await store.set('proven', 'yes', 600_000, nowMs);
-    // Full: a new key evicts the entry expiring soonest (the short counter), never the long verdict.
+    await store.incrementRecord('counter:record', { n: 1 }, 600_000, nowMs);
+    // Full: a new counter evicts the counter expiring soonest, never the long one.
     await store.increment('counter:b', 1, 2_000, nowMs);
-    expect(store.storedEntries).toBe(3);
+    expect(store.storedEntriesOf('counters')).toBe(3);
     expect(store.evictedEntries).toBe(1);
-    expect(await store.getMany(['verdict', 'counter:a', 'proven', 'counter:b'], nowMs)).toEqual(['block', undefined, 'yes', '1']);
+    expect(await store.getMany(['counter:long', 'counter:a', 'counter:b'], nowMs)).toEqual(['1', undefined, '1']);
+    // Values fill a class of their own: no counter makes room for them.
+    await store.set('verdict', 'block', 3_600_000, nowMs);
+    await store.set('proven', 'yes', 600_000, nowMs);
+    await store.set('short', 'x', 1_000, nowMs);
+    expect([store.storedEntries, store.evictedEntries]).toEqual([6, 1]);
     // Overwriting or incrementing a present key needs no room.
     await store.set('proven', 'still', 600_000, nowMs);
     await store.increment('counter:b', 1, 2_000, nowMs);
+    await store.incrementRecord('counter:record', { n: 1 }, 600_000, nowMs);
     expect(store.evictedEntries).toBe(1);
     // Expired entries go first and are not counted as evictions.
     await store.set('late', 'x', 60_000, nowMs + 5_000);
     expect(store.evictedEntries).toBe(1);
-    expect(await store.getMany(['verdict', 'proven', 'counter:b', 'late'], nowMs + 5_000)).toEqual(['block', 'still', undefined, 'x']);
-    // A flood of new keys never grows the store past the bound and leaves the longest-lived entry in place.
+    expect(await store.getMany(['verdict', 'proven', 'counter:b', 'late', 'short'], nowMs + 5_000)).toEqual(['block', 'still', undefined, 'x', undefined]);
+    // A flood of new counters never grows the store past the bounds and leaves every value in place.
     for (let i = 0; i < 10_000; i++) await store.increment(`flood:${i}`, 1, 10_000 + (i % 7), nowMs + 5_000);
-    expect(store.storedEntries).toBe(3);
-    expect(await store.getMany(['verdict'], nowMs + 5_000)).toEqual(['block']);
+    expect(store.storedEntriesOf('counters')).toBe(3);
+    expect(store.storedEntries).toBe(6);
+    expect(await store.getMany(['verdict', 'proven', 'late'], nowMs + 5_000)).toEqual(['block', 'still', 'x']);
     await store.close();
   });
 
   it.runIf(harness.kind === 'memory')('rejects a maxEntries below 1', () => {
     expect(() => new MemoryKv({ maxEntries: 0 })).toThrow(RangeError);
+    expect(() => new MemoryKv({ maxEntries: { listed: 0.5 } })).toThrow(RangeError);
   });
 });

@@ -161,6 +161,47 @@ describe('pushback', () => {
     expect(status).toMatchObject({ effectiveStatus: 0, upstreamPressure: { pressured: true, tempFailRate: 1 } });
   });
 
+  it('one client provoking 4xx replies does not flip the status for everyone: 200 RCPTs answered 450', async () => {
+    // Postfix's unknown_address_reject_code = 450 (or a relay attempt under defer_unauth_destination).
+    const unknown = Array.from({ length: 20 }, (_, index) => `nobody${index}@example.test`);
+    upstream = await FakeUpstream.start({ recipientReplies: Object.fromEntries(unknown.map((address) => [address, `450 4.1.1 <${address}>: Recipient address rejected: unverified address`])) });
+    proxy = await startTestProxy(upstream.address, FAST);
+    const greetingMs = async (localAddress: string): Promise<number> => {
+      const started = performance.now();
+      const dialog = await SmtpDialog.connect(proxy!.port, { localAddress });
+      try {
+        expect((await dialog.reply(5_000)).code).toBe(220);
+        return performance.now() - started;
+      } finally {
+        dialog.destroy();
+      }
+    };
+    const before = await greetingMs('127.19.0.2');
+    for (let session = 0; session < 10; session += 1) {
+      const dialog = await SmtpDialog.connect(proxy.port, { localAddress: '127.19.0.1' });
+      try {
+        expect((await dialog.reply(5_000)).code).toBe(220);
+        await dialog.command('EHLO prober.example');
+        expect((await dialog.command('MAIL FROM:<a@prober.example>')).code).toBe(250);
+        for (const address of unknown) expect((await dialog.command(`RCPT TO:<${address}>`)).code).toBe(450);
+        await dialog.command('QUIT');
+      } finally {
+        dialog.destroy();
+      }
+    }
+    expect(upstream.commands.filter((line) => line.startsWith('RCPT')).length).toBe(200);
+    // Past the reading's reuse (250 ms): what the screen acts on now.
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    // Screened as a plain pass all along: its 4xx counted, capped at its share, not left out as a suspect's.
+    expect(proxy.sessions.filter((record) => record.client === '127.19.0.1').map((record) => record.screen)).toEqual(Array(10).fill('pass'));
+    expect(proxy.proxy.effectiveStatus()).toBe(1);
+    const status = (await (await fetch(`http://127.0.0.1:${proxy.proxy.adminAddress.port}/status`)).json()) as { effectiveStatus: number; upstreamPressure: Record<string, unknown> };
+    expect(status).toMatchObject({ effectiveStatus: 1, upstreamPressure: { pressured: false, tempFailSources: 1 } });
+    // Other clients are greeted as before (no critical greet wait of 1 s).
+    const after = await greetingMs('127.19.0.3');
+    expect(after).toBeLessThan(before + 300);
+  });
+
   it('observe mode computes and logs verdicts but enforces nothing', async () => {
     const test = await start('mode: observe\n');
     expect(await earlyTalker(test.port, '127.17.0.1')).toBe(421);

@@ -1,5 +1,5 @@
 // Real SMTP clients through the proxy: nodemailer, Python's smtplib and swaks, including a 20 MB
-// message, and PROXY protocol v1 from a trusted load balancer only.
+// message, and PROXY protocol v1 from a trusted load balancer only, which must name the client.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
@@ -113,5 +113,21 @@ describe('PROXY protocol', () => {
     untrusted.destroy();
     const records = await proxy.waitForSessions(2);
     expect(records.map((record) => record.client)).toEqual(['198.51.100.7', '127.0.0.1']);
+  });
+
+  it('refuses a session whose PROXY header gives no client address, rather than take the balancer as the client', async () => {
+    await proxy.stop();
+    // Listed as IPv4-mapped IPv6 (a dual-stack habit): the same balancer as 127.0.0.2.
+    proxy = await startTestProxy(upstream.address, 'server:\n  proxyProtocolFrom: ["::ffff:127.0.0.2"]\n');
+    for (const header of ['PROXY UNKNOWN', 'PROXY TCP4 127.0.0.2 127.0.0.1 40000 25']) {
+      const dialog = await SmtpDialog.connect(proxy.port, { localAddress: '127.0.0.2' });
+      dialog.write(`${header}\r\n`);
+      expect(await dialog.reply()).toEqual({ code: 421, text: `4.7.0 ${proxy.policy.server.hostname} PROXY header without a client address` });
+      expect(await dialog.closedByServer()).toBe(true);
+      dialog.destroy();
+    }
+    const records = await proxy.waitForSessions(2);
+    expect(records.map((record) => [record.client, record.end])).toEqual([['127.0.0.2', 'refused'], ['127.0.0.2', 'refused']]);
+    expect(upstream.connectionsOpened).toBe(0);
   });
 });

@@ -2,7 +2,7 @@
 // counts, and maxClients against the descriptor limit.
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_MAX_CLIENTS, planCapacity, RESERVED_DESCRIPTORS } from '../../src/capacity.js';
-import { chooseEviction, evictionReason, MIN_REARMED_IDLE_MS, OVERDUE_CLOSES_PER_SECOND, rearmedIdleTimeoutMs, type EvictionView } from '../../src/smtp/eviction.js';
+import { chooseEviction, evictionReason, IDLE_CLOSES_PER_SECOND, MIN_REARMED_IDLE_MS, spreadIdleCloses, type EvictionView } from '../../src/smtp/eviction.js';
 import { concurrencyKeys, SourceConcurrency } from '../../src/smtp/source-concurrency.js';
 
 const idle = (overrides: Partial<EvictionView>): EvictionView => ({
@@ -40,21 +40,25 @@ describe('eviction', () => {
   });
 });
 
-describe('idle time-out re-armed when stress begins', () => {
-  it('gives each idle session what is left of the new time-out, counted from its last command', () => {
-    expect(rearmedIdleTimeoutMs(10_000, 3_000, 0)).toEqual({ timeoutMs: 7_000, overdue: false });
-    expect(rearmedIdleTimeoutMs(10_000, 0, 5)).toEqual({ timeoutMs: 10_000, overdue: false });
+describe('idle sessions closed when stress shortens the time-out', () => {
+  it('closes each at what is left of the new time-out, counted from its last command', () => {
+    expect(spreadIdleCloses([3_000, 500], 10_000)).toEqual([7_000, 9_500]);
   });
 
-  it('spreads the sessions already past it instead of closing them all in one instant', () => {
-    const overdue = Array.from({ length: 7_000 }, (_, index) => rearmedIdleTimeoutMs(10_000, 60_000, index));
-    expect(overdue.every((rearmed) => rearmed.overdue)).toBe(true);
-    expect(overdue[0]?.timeoutMs).toBe(MIN_REARMED_IDLE_MS);
-    // At most OVERDUE_CLOSES_PER_SECOND fall due in any one second.
+  it('spreads those already past it, longest idle first, never more than IDLE_CLOSES_PER_SECOND', () => {
+    const idleForMs = Array.from({ length: 7_000 }, (_, index) => 60_000 - index);
+    const delays = spreadIdleCloses(idleForMs, 10_000);
+    expect(delays[0]).toBe(MIN_REARMED_IDLE_MS);
+    for (let index = 1; index < delays.length; index += 1) expect(delays[index] as number).toBeGreaterThanOrEqual(delays[index - 1] as number);
     const perSecond = new Map<number, number>();
-    for (const rearmed of overdue) perSecond.set(Math.floor(rearmed.timeoutMs / 1000), (perSecond.get(Math.floor(rearmed.timeoutMs / 1000)) ?? 0) + 1);
-    expect(Math.max(...perSecond.values())).toBeLessThanOrEqual(OVERDUE_CLOSES_PER_SECOND);
-    expect(overdue.at(-1)?.timeoutMs).toBe(MIN_REARMED_IDLE_MS + Math.floor((6_999 * 1000) / OVERDUE_CLOSES_PER_SECOND));
+    for (const delay of delays) perSecond.set(Math.floor(delay / 1000), (perSecond.get(Math.floor(delay / 1000)) ?? 0) + 1);
+    expect(Math.max(...perSecond.values())).toBeLessThanOrEqual(IDLE_CLOSES_PER_SECOND + 1);
+    expect(delays.at(-1)).toBe(MIN_REARMED_IDLE_MS + Math.round((6_999 * 1000) / IDLE_CLOSES_PER_SECOND));
+  });
+
+  it('keeps the natural order when sessions went quiet at a rate below the cap', () => {
+    // Went quiet 100 ms apart: each closes at its own time, later than any spreading would put it.
+    expect(spreadIdleCloses([9_000, 8_900, 8_800], 10_000)).toEqual([1_000, 1_100, 1_200]);
   });
 });
 

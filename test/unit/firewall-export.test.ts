@@ -42,8 +42,8 @@ describe('FirewallExporter', () => {
       metrics: { updated: (v4) => updates.push(v4), command: () => undefined, refreshFailed: () => undefined },
       now: () => nowMs,
     });
-    await kv.set('v:192.0.2.0/24', reject('192.0.2.0/24'), 10_000, nowMs);
-    await kv.set('v:192.0.2.7', reject('192.0.2.7'), 60_000, nowMs);
+    await kv.setListed('v:192.0.2.0/24', reject('192.0.2.0/24'), 10_000, nowMs);
+    await kv.setListed('v:192.0.2.7', reject('192.0.2.7'), 60_000, nowMs);
     await exporter.start();
     expect(readFileSync(file, 'utf8')).toContain('{ 192.0.2.0/24 timeout 10s }');
     nowMs += 1_000;
@@ -60,16 +60,16 @@ describe('FirewallExporter', () => {
 
   it('reads the store at most once a second, however many exported elements expire or verdicts arrive', async () => {
     const kv = new MemoryKv();
-    let scans = 0;
+    let reads = 0;
     const counting: SharedKv = Object.assign(Object.create(kv) as SharedKv, {
-      scan: (...args: Parameters<SharedKv['scan']>) => {
-        scans += 1;
-        return kv.scan(...args);
+      listed: (...args: Parameters<SharedKv['listed']>) => {
+        reads += 1;
+        return kv.listed(...args);
       },
     });
     const exporter = new FirewallExporter({ kv: counting, policy: () => policyWith('pushback: { firewall: { refreshSeconds: 3600 } }'), logger: capturedLogger().logger });
     // Twenty exported verdicts expiring 50 ms apart: each expiry asks for a read.
-    for (let index = 0; index < 20; index += 1) await kv.set(`v:192.0.2.${index + 1}`, reject(`192.0.2.${index + 1}`), 100 + index * 50, Date.now());
+    for (let index = 0; index < 20; index += 1) await kv.setListed(`v:192.0.2.${index + 1}`, reject(`192.0.2.${index + 1}`), 100 + index * 50, Date.now());
     const startedMs = Date.now();
     await exporter.start();
     await new Promise((resolve) => setTimeout(resolve, 1_100));
@@ -79,19 +79,19 @@ describe('FirewallExporter', () => {
     await exporter.stop();
     const elapsedMs = Date.now() - startedMs;
     // The first read, then at most one per second gone by (a 250 ms floor would read about 6 times here).
-    expect(scans).toBeGreaterThanOrEqual(2);
-    expect(scans).toBeLessThanOrEqual(1 + Math.ceil(elapsedMs / 1_000));
+    expect(reads).toBeGreaterThanOrEqual(2);
+    expect(reads).toBeLessThanOrEqual(1 + Math.ceil(elapsedMs / 1_000));
   });
 
   it('keeps the last set, marked stale, while the store fails, and logs the outage once', async () => {
     const kv = new MemoryKv();
     let failing = false;
     const flaky: SharedKv = Object.assign(Object.create(kv) as SharedKv, {
-      scan: (...args: Parameters<SharedKv['scan']>) => (failing ? Promise.reject(new Error('connection lost')) : kv.scan(...args)),
+      listed: (...args: Parameters<SharedKv['listed']>) => (failing ? Promise.reject(new Error('connection lost')) : kv.listed(...args)),
     });
     const log = capturedLogger();
     const exporter = new FirewallExporter({ kv: flaky, policy: () => policyWith('pushback: { firewall: { refreshSeconds: 3600 } }'), logger: log.logger });
-    await kv.set('v:192.0.2.7', reject('192.0.2.7'), 60_000, Date.now());
+    await kv.setListed('v:192.0.2.7', reject('192.0.2.7'), 60_000, Date.now());
     await exporter.start();
     failing = true;
     await exporter.refresh();
@@ -111,11 +111,11 @@ describe('FirewallExporter', () => {
     const kv = new MemoryKv();
     let failing = false;
     const flaky: SharedKv = Object.assign(Object.create(kv) as SharedKv, {
-      scan: (...args: Parameters<SharedKv['scan']>) => (failing ? Promise.reject(new Error('connection lost')) : kv.scan(...args)),
+      listed: (...args: Parameters<SharedKv['listed']>) => (failing ? Promise.reject(new Error('connection lost')) : kv.listed(...args)),
     });
     let yaml = 'pushback: { firewall: { refreshSeconds: 3600 } }';
     const exporter = new FirewallExporter({ kv: flaky, policy: () => policyWith(yaml), logger: capturedLogger().logger });
-    await kv.set('v:192.0.2.7', reject('192.0.2.7'), 60_000, Date.now());
+    await kv.setListed('v:192.0.2.7', reject('192.0.2.7'), 60_000, Date.now());
     await exporter.start();
     failing = true;
     yaml = 'mode: observe\npushback: { firewall: { refreshSeconds: 3600 } }';

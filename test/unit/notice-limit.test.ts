@@ -15,7 +15,7 @@ function failingKv(): SharedKv {
   const fail = async (): Promise<never> => {
     throw new Error('connection refused');
   };
-  return { kind: 'redis', getMany: fail, set: fail, increment: fail, incrementMany: fail, delete: fail, scan: fail, close: async () => undefined };
+  return { kind: 'redis', getMany: fail, set: fail, setListed: fail, listed: fail, increment: fail, incrementMany: fail, incrementRecord: fail, delete: fail, scan: fail, close: async () => undefined };
 }
 
 describe('NoticeLimiter', () => {

@@ -1,6 +1,6 @@
 // Prefix widening: address helpers, then stepwise widening and narrowing over injected time, IPv4 and IPv6.
 import { describe, expect, it } from 'vitest';
-import { canonicalAddress, parseAddress, PrefixAggregator, prefixLadder, prefixOf } from '../../src/detect/prefix.js';
+import { canonicalAddress, parseAddress, PrefixAggregator, prefixLadder, prefixOf, sourceOf } from '../../src/detect/prefix.js';
 
 const NOW = 1_000_000;
 
@@ -27,6 +27,14 @@ describe('address helpers', () => {
     for (const bad of ['10.1', '010.0.0.1', '0x7f.0.0.1', '192.0.2.256', '', 'mail.example.org']) {
       expect(() => parseAddress(bad), bad).toThrow(RangeError);
     }
+  });
+
+  it('counts an IPv4 address on its own and an IPv6 address under its /64', () => {
+    expect(sourceOf('192.0.2.77')).toBe('192.0.2.77');
+    expect(sourceOf('::ffff:192.0.2.77')).toBe('192.0.2.77');
+    expect(sourceOf('2001:db8:1:2:3:4:5:6')).toBe('2001:db8:1:2::/64');
+    expect(sourceOf('2001:db8:1:2:ffff:ffff:ffff:ffff')).toBe('2001:db8:1:2::/64');
+    expect(sourceOf('2001:db8:1:3::1')).toBe('2001:db8:1:3::/64');
   });
 
   it('cuts the ladder at the shortest length allowed', () => {

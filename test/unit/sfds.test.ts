@@ -141,6 +141,19 @@ describe('SfdsAggregator with the paper hourly set', () => {
     ]);
   });
 
+  it('aggregates IPv6 sources per /64: a host cannot spread its flood over its own subnet', () => {
+    const sfds = new SfdsAggregator({ maxSources: 10 });
+    for (let index = 0; index < 200; index += 1) {
+      sfds.observe(session(`2001:db8:5:6:${index.toString(16)}:1:2:3`, T0 + index), T0 + index);
+    }
+    sfds.observe(session('2001:db8:5:7::1', T0 + 300), T0 + 300);
+    expect(sfds.sourceCount).toBe(2);
+    expect(sfds.evicted).toBe(0);
+    const rows = sfds.top(5, T0 + 400);
+    expect(rows.map((row) => [row.source, row.flows])).toEqual([['2001:db8:5:6::/64', 200], ['2001:db8:5:7::/64', 1]]);
+    expect(sfds.floodingSets('2001:db8:5:6::99', T0 + 400)).toEqual([]);
+  });
+
   it('files a session in the period it ended, the current one if it ended later, and drops one older than the ring', () => {
     const sfds = new SfdsAggregator();
     const nowMs = T0 + 10 * HOUR_MS;
