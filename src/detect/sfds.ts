@@ -4,7 +4,7 @@
 // mean packet size, mean flow rate and flooding duration all STRICTLY exceed the set's values (formula 7).
 // The paper's hourly set (100 bytes, 180 flows/hour, 5 hours) is the default; operators add faster sets.
 // Pure state over injected time: no clock, no timers, no I/O.
-import { canonicalAddress, prefixOf } from './prefix.js';
+import { sourceOf } from './prefix.js';
 
 export interface ThresholdSet {
   name: string;
@@ -304,18 +304,16 @@ function assertObservation(session: SessionObservation): void {
 
 /** One key per host: mapped IPv6 and IPv4 are the same source; anything unparsable is kept as written. */
 /**
- * The source SFDS aggregates over: the IPv4 address, or the IPv6 /64 (one end site's subnet, as the
- * other per-source counters use). Per /128, one host that owns a /64 could spread a flood over 2^64
+ * The source SFDS aggregates over (sourceOf): the IPv4 address, or the IPv6 /64, as the other
+ * per-source counters use. Per /128, one host that owns a /64 could spread a flood over 2^64
  * sources, each under every threshold, and fill maxSources with itself.
  */
 function sourceKey(client: string): string {
-  let address: string;
   try {
-    address = canonicalAddress(client);
+    return sourceOf(client);
   } catch {
     return client;
   }
-  return address.includes(':') ? prefixOf(address, 64) : address;
 }
 
 /** Per-source SFDS aggregation under every threshold set, with bounded memory (maxSources, fixed rings). */

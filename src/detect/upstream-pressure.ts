@@ -6,7 +6,7 @@
 // source counts for at most a share of the window, several sources must see them, and replies to
 // suspect clients count as replies only. Latency stays server-wide: a slow Postfix is slow for all.
 import net from 'node:net';
-import { canonicalAddress, prefixOf } from './prefix.js';
+import { sourceOf } from './prefix.js';
 
 export interface UpstreamPressureOptions {
   windowSeconds: number;
@@ -24,7 +24,7 @@ export interface PressureReading {
   medianLatencyMs: number | null;
   /** The 4xx share that counts: each source's capped at MAX_SOURCE_SHARE, suspects' left out. */
   tempFailRate: number | null;
-  /** Distinct sources (networks, see sourceNetwork) whose 4xx replies count. */
+  /** Distinct sources (IPv4 addresses, IPv6 /64s: sourceOf) whose 4xx replies count. */
   tempFailSources: number;
 }
 
@@ -121,13 +121,7 @@ function countedTempFails(samples: ReadonlyArray<{ tempFailFrom?: string | undef
   return { replies, sources: perSource.size };
 }
 
-/**
- * The source a client's replies are counted under: its address for IPv4, its /64 for IPv6 (one host
- * usually holds a whole /64, whose addresses would otherwise pose as many sources). Not the IPv4 /24:
- * its neighbours there are other senders, often of another customer of the same provider.
- */
-export function sourceNetwork(address: string): string {
-  if (net.isIP(address) === 0) return address;
-  const canonical = canonicalAddress(address);
-  return canonical.includes(':') ? prefixOf(canonical, 64) : canonical;
+/** sourceOf for a client the listener may not have an address for (a reset before it was known). */
+function sourceNetwork(address: string): string {
+  return net.isIP(address) === 0 ? address : sourceOf(address);
 }

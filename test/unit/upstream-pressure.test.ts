@@ -1,7 +1,7 @@
 // Upstream back-pressure: slow or temp-failing Postfix counts as pressure; too few replies do not,
 // nor do one client's (or a suspect's) 4xx replies, which it can provoke at will.
 import { describe, expect, it } from 'vitest';
-import { UpstreamPressure, assessPressure, sourceNetwork } from '../../src/detect/upstream-pressure.js';
+import { UpstreamPressure, assessPressure } from '../../src/detect/upstream-pressure.js';
 
 const options = { windowSeconds: 30, latencyMs: 2000, tempFailRate: 0.3, minReplies: 10 };
 const client = { address: '192.0.2.1', suspect: false };
@@ -59,10 +59,6 @@ describe('upstream pressure', () => {
   });
 
   it('counts an IPv4 client by its address and an IPv6 client by its /64', () => {
-    expect(sourceNetwork('192.0.2.1')).toBe('192.0.2.1');
-    expect(sourceNetwork('::ffff:192.0.2.1')).toBe('192.0.2.1');
-    expect(sourceNetwork('2001:db8:1:2::7')).toBe('2001:db8:1:2::/64');
-    expect(sourceNetwork('2001:DB8:1:2:ffff::1')).toBe('2001:db8:1:2::/64');
     const pressure = new UpstreamPressure(options, 0);
     for (let index = 0; index < 20; index += 1) pressure.record(5, 450, 1_000, { address: `2001:db8:1:2::${index + 1}`, suspect: false });
     expect(pressure.reading(1_000)).toMatchObject({ pressured: false, tempFailSources: 1 });
