@@ -16,11 +16,12 @@
 // BENCH_FLOOD_PROFILE_DIR (unset): each proxy runs with --cpu-prof into this directory.
 import { setMaxListeners } from 'node:events';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { parseDocument } from 'yaml';
 import { startPostfix, type PostfixInstance } from '../test/support/postfix.js';
+import { summariseProfile, type SelfTime } from './cpu-profile.js';
 import { freeLoopbackPort, killAllChildrenNow, stopAllChildren, stopChild, type Child } from './children.js';
 import { SocketPool, type SessionResult } from './flood-client.js';
 import { AdminPoller, metricByLabel, metricTotal, summarisePostfixLog, summariseProxyLog, takeMailbox, waitForDelivery, type AdminTimeline } from './flood-probe.js';
@@ -217,6 +218,8 @@ async function runPhase(server: PostfixInstance, scenario: Scenario, target: Tar
   if (proxy && timeline) {
     result.proxy = proxySummary(proxy.child, timeline);
     await stopChild(proxy.child);
+    const profile = await profileSummary(proxy.child);
+    if (profile) progress(`proxy CPU profile (${scenario.id}):\n${profile}`);
   }
   pool.closeAll();
   await sleep(SETTLE_MS);
@@ -260,6 +263,19 @@ function benchPolicy(): { text: string; mode: string } {
   if (process.env.BENCH_FLOOD_MAX_CLIENTS) document.setIn(['server', 'maxClients'], positiveNumber('BENCH_FLOOD_MAX_CLIENTS', 1_000));
   const mode = document.get('mode');
   return { text: document.toString(), mode: typeof mode === 'string' ? mode : 'unset (the built-in default)' };
+}
+
+/** Where the proxy of a phase spent its CPU (its .cpuprofile, written at exit), when BENCH_FLOOD_PROFILE_DIR is set. */
+async function profileSummary(child: Child): Promise<string | undefined> {
+  const directory = process.env.BENCH_FLOOD_PROFILE_DIR;
+  const pid = String(child.process.pid);
+  if (!directory) return undefined;
+  const written = readdirSync(directory).find((name) => name.endsWith('.cpuprofile') && name.split('.').includes(pid));
+  if (!written) return `  no .cpuprofile from pid ${pid} in ${directory}`;
+  const summary = await summariseProfile(join(directory, written), ROOT);
+  const row = (entry: SelfTime): string => `  ${entry.sharePercent.toFixed(1).padStart(5)}%  ${entry.selfMs.toFixed(0).padStart(6)} ms  ${entry.where}`;
+  return [`  ${join(directory, written)}: busy ${summary.busyMs.toFixed(0)} ms, idle ${summary.idleMs.toFixed(0)} ms; shares are of busy time`,
+    '  by area:', ...summary.byArea.map(row), '  top functions by self time:', ...summary.top.map(row)].join('\n');
 }
 
 /** --cpu-prof for the proxy when BENCH_FLOOD_PROFILE_DIR names a directory (written when it exits). */

@@ -74,8 +74,12 @@ const PRESSURE_STEPS = new Set(['mail', 'rcpt', 'data', 'dot']);
 /** How long start-up waits for Redis before starting degraded (on this node's own view). */
 const REDIS_STARTUP_WAIT_MS = 2_000;
 
-/** Ended sessions waiting to be learned from; a flood beyond this many at once is counted, not queued. */
-const LEARNING_QUEUE_MAX = 50_000;
+/**
+ * Ended sessions waiting to be learned from; beyond, they are counted, not queued. As many as the
+ * default maxClients: the whole of a full proxy may end at once, and a record (~1-2 KB) costs less
+ * than the live session it replaces. It grows only while learning lags (a slow Redis).
+ */
+const LEARNING_QUEUE_MAX = 20_000;
 
 export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: ProxyHooks = {}): Promise<RunningProxy> {
   const holder = new PolicyHolder(initialPolicy, hooks.policySource ?? '(fixed)', logger);
