@@ -29,6 +29,9 @@ export interface ConnectionInternals {
   _server: { logger: { debug(entry: Record<string, unknown>, ...args: unknown[]): void } };
   _createParser(): ParserHandle;
   _resetSession(): void;
+  _setListeners(ready: () => void): void;
+  init(): void;
+  connectionReady(): void;
   send(code: number, data: string | string[], context?: unknown): void;
   close(): void;
   handler_DATA: Handler;
@@ -51,6 +54,17 @@ export interface CommandStage {
 }
 
 const MAX_HELO_BYTES = 255;
+
+/**
+ * smtp-server holds every greeting a fixed 100 ms (SMTPConnection.init) to catch early talkers,
+ * proven senders included: most of a proven sender's session time on loopback. This starts the
+ * connection at once instead (the maxClients test it skips is off: the listener counts its own
+ * slots); the listener's onConnect then holds the greeting, and smtp-server still answers anything
+ * the client says before it with 421 "You talk too soon".
+ */
+export function startWithoutFixedGreetDelay(connection: ConnectionInternals): void {
+  connection.init = () => connection._setListeners(() => connection.connectionReady());
+}
 
 export function installCommandHandlers(connection: ConnectionInternals, stage: CommandStage): void {
   const sendRaw = (code: number, data: string | string[]): void => writeReply(connection, code, data);

@@ -18,7 +18,7 @@ import { SessionRelay, type RelayNotices, type RelayReply } from '../relay/sessi
 import { dataOutcome, type SessionEnd, type SessionRecord, type TransactionRecord } from '../session/record.js';
 import type { UpstreamOptions } from '../upstream/connection.js';
 import { clientNameFields } from '../upstream/xclient.js';
-import { installCommandHandlers, type ConnectionInternals } from './command-handlers.js';
+import { installCommandHandlers, startWithoutFixedGreetDelay, type ConnectionInternals } from './command-handlers.js';
 import { chooseEviction, chooseHalfOpen, spreadIdleCloses, type EvictionCount, type EvictionView } from './eviction.js';
 import { UpstreamShare } from '../relay/upstream-share.js';
 import { SourceConcurrency } from './source-concurrency.js';
@@ -269,6 +269,7 @@ export class SmtpListener {
     live.concurrencyExcess = counted.excess;
     this.makeRoom(live);
     const internals = connection as unknown as ConnectionInternals & { session: SMTPServerSession };
+    startWithoutFixedGreetDelay(internals);
     installCommandHandlers(internals, {
       envelope: (verb, command) => this.onEnvelope(live, internals.session, verb, command),
       ehloKeywords: (secure) => this.ehloKeywords(secure),
@@ -369,7 +370,7 @@ export class SmtpListener {
     // Started now, awaited at the first MAIL: it adds no wait before the greeting.
     live.reverseDns = this.deps.reverseDns?.(live.client);
     const screen = this.deps.screen;
-    if (!screen) return callback();
+    if (!screen) return later(this.earlyTalkerWaitLeftMs(live), () => callback());
     screen.atConnect({ address: live.client, port: live.connection.remotePort }).then((decision) => {
       if (live.closed) return;
       live.decision = decision;
@@ -388,11 +389,17 @@ export class SmtpListener {
         live.tarpitted = true;
       }
       // Talking during this wait is caught by smtp-server ("421 You talk too soon"): the early-talker test.
-      later(decision.greetDelayMs, () => callback());
+      // Proven and allow-listed clients skip it, as postscreen's cache skips its pregreet test.
+      later(isTrusted(live) ? decision.greetDelayMs : Math.max(decision.greetDelayMs, this.earlyTalkerWaitLeftMs(live)), () => callback());
     }, (error: Error) => {
       this.deps.logger.error({ err: error, session: live.id }, 'screen failed; passing the client');
       callback();
     });
+  }
+
+  /** What is left of the shortest greeting wait of a client not trusted, counted from its connect. */
+  private earlyTalkerWaitLeftMs(live: LiveSession): number {
+    return EARLY_TALKER_WAIT_MS - (Date.now() - live.startedAtMs);
   }
 
   /** Whether a session's client address is one of the PROXY protocol balancers'. */
@@ -689,6 +696,12 @@ export class SmtpListener {
     return { trace, debug: observe, info: observe, warn: trace, error: trace, fatal: trace };
   }
 }
+
+/**
+ * The shortest wait before the greeting of a client not proven or allow-listed: smtp-server's own
+ * early-talker delay, moved here so trusted clients skip it. Botnets that pipeline blindly show up in it.
+ */
+const EARLY_TALKER_WAIT_MS = 100;
 
 /** Sessions looked at per eviction: bounded work per newcomer, whatever the number of sessions. */
 const EVICTION_SCAN = 2_048;

@@ -65,6 +65,24 @@ describe('bad input', () => {
     await stillServes(proxy.port);
   });
 
+  it('holds the greeting of a client not trusted for the early-talker test, and not an allow-listed one\'s', async () => {
+    proxy = await startTestProxy(upstream.address, 'pushback: { allow: ["127.0.0.210/32"] }\n');
+    const msToGreeting = async (localAddress: string): Promise<number> => {
+      const startedMs = performance.now();
+      const dialog = await SmtpDialog.connect(proxy!.port, { localAddress });
+      expect((await dialog.reply()).code).toBe(220);
+      const elapsedMs = performance.now() - startedMs;
+      dialog.destroy();
+      return elapsedMs;
+    };
+    const unknownMs = await msToGreeting('127.0.0.211');
+    const allowListedMs = await msToGreeting('127.0.0.210');
+    // A wait can only be longer than set, never shorter: the lower bound holds on any machine.
+    expect(unknownMs).toBeGreaterThanOrEqual(95);
+    // Before, smtp-server's fixed 100 ms delay held both alike.
+    expect(allowListedMs).toBeLessThan(unknownMs - 50);
+  });
+
   it('refuses an early talker and records it', async () => {
     proxy = await startTestProxy(upstream.address);
     const dialog = await SmtpDialog.connect(proxy.port);
