@@ -17,6 +17,8 @@ export interface SessionResult {
   latencyMs?: number;
   /** Milliseconds from each command (or connect) to its reply, by step: where a slow session waited. */
   stepMs?: Record<string, number>;
+  /** A legitimate sender never seen before (the steady load's share of new clients). */
+  fresh?: boolean;
 }
 
 export interface Endpoint {

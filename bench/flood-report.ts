@@ -50,7 +50,11 @@ export interface PhaseResult {
   elapsedSeconds: number;
   /** p99 of the benchmark's own event-loop delay while it sent: a floor under every latency it measured. */
   benchLoopLagP99Ms: number;
-  legit: Traffic & { p50Ms: number | null; p99Ms: number | null; slowest?: SlowSession[] };
+  legit: Traffic & {
+    p50Ms: number | null; p99Ms: number | null; slowest?: SlowSession[];
+    /** p99 of the proven senders' sessions and of the never-seen senders' sessions apart. */
+    provenP99Ms?: number | null; freshP99Ms?: number | null;
+  };
   flash?: Traffic;
   attack?: Traffic & { afterDetection?: { sessions: number; reached: number }; peakHeld?: number };
   proxy?: {
@@ -223,6 +227,7 @@ export function formatScenario(scenario: string, title: string, phases: readonly
   };
   row('legit delivered / sent', (phase) => `${phase.legit.delivered}/${phase.legit.sessions} (${ratio(phase.legit.delivered, phase.legit.sessions)})`);
   row('legit latency p50 / p99', (phase) => `${ms(phase.legit.p50Ms)} / ${ms(phase.legit.p99Ms)}`);
+  row('  p99 proven / never seen', (phase) => (phase.legit.freshP99Ms === undefined ? undefined : `${ms(phase.legit.provenP99Ms ?? null)} / ${ms(phase.legit.freshP99Ms)}`));
   // Where the slowest sessions waited: the step of each that took longest, and when in the phase it began.
   if (scenario !== 'baseline') row('  slowest: began at, waited in', (phase) => phase.legit.slowest?.map((slow) => `${slow.beganAtSeconds.toFixed(1)} s ${slow.step} ${ms(slow.stepMs)}`).join(', ') || undefined);
   if (scenario !== 'baseline') row('  no-attack p99', (phase) => ms(noAttackP99[phase.target] ?? null));

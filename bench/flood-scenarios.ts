@@ -136,18 +136,29 @@ export const SCENARIOS: readonly Scenario[] = [
   },
 ];
 
-/** The steady legitimate load of every phase: LEGIT_SESSIONS_PER_SECOND for `seconds`. */
+/** Every FRESH_EVERY-th steady session comes from an address no target has seen (127.8.0.0/16). */
+export const FRESH_EVERY = 5;
+
+/**
+ * The steady legitimate load of every phase: LEGIT_SESSIONS_PER_SECOND for `seconds`. Most sessions
+ * come from the proven senders (127.0.0.2-11, one message each in turn); every FRESH_EVERY-th from a
+ * sender never seen before, numbered from `firstFresh` so no two phases share one: it waits what a
+ * new client waits (the proxy's early-talker wait, postscreen's pregreet test).
+ */
 export async function runSteadyLegit(
-  port: number, seconds: number, pool: SocketPool, signal: AbortSignal, record: (result: SessionResult) => void,
+  port: number, seconds: number, firstFresh: number, pool: SocketPool, signal: AbortSignal, record: (result: SessionResult) => void,
 ): Promise<void> {
   const total = Math.round(seconds * LEGIT_SESSIONS_PER_SECOND);
   // Concurrency bounded by the deadline: at most rate x deadline sessions can be open at once.
   const concurrency = Math.ceil(LEGIT_SESSIONS_PER_SECOND * (LEGIT_DEADLINE_MS / 1000)) + 1;
   await launchAtRate(LEGIT_SESSIONS_PER_SECOND, total, concurrency, signal, async (index) => {
-    const localAddress = `127.0.0.${2 + (index % LEGIT_ADDRESS_COUNT)}`;
-    const plan = message('legit', index, 'legit@example.test', `user${index % LEGIT_ADDRESS_COUNT}@proven.example`);
+    const fresh = index % FRESH_EVERY === FRESH_EVERY - 1;
+    const freshIndex = firstFresh + Math.floor(index / FRESH_EVERY);
+    const localAddress = fresh ? address(8, freshIndex) : `127.0.0.${2 + (index % LEGIT_ADDRESS_COUNT)}`;
+    const from = fresh ? `new${freshIndex}@fresh.example` : `user${index % LEGIT_ADDRESS_COUNT}@proven.example`;
+    const plan = message('legit', index, 'legit@example.test', from);
     const limits = { replyTimeoutMs: LEGIT_DEADLINE_MS, deadlineMs: performance.now() + LEGIT_DEADLINE_MS };
-    record(await runSession({ port, localAddress }, plan, limits, pool, signal));
+    record({ ...(await runSession({ port, localAddress }, plan, limits, pool, signal)), fresh });
   });
 }
 

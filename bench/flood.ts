@@ -1,5 +1,6 @@
 // Flood benchmark (`npm run bench:flood`): a throwaway Postfix with its stock process limit (100
-// smtpd) takes steady legitimate mail from proven senders while one attack runs beside it
+// smtpd) takes steady legitimate mail (proven senders, and one in five never seen before; sent from a
+// child process, bench/flood-legit.ts, apart from the attacker's sockets) while one attack runs beside it
 // (abandoned handshakes, a botnet, early talkers, a one-source spam burst, a flash crowd), first
 // straight into Postfix (A), then into a second Postfix, the same but with postscreen(8) on its
 // port at postscreen's defaults (B, an anchor: what stock Postfix does without us), then through a
@@ -14,7 +15,9 @@
 // BENCH_FLOOD_MAX_CLIENTS (unset: the shipped default): server.maxClients for the proxy.
 // BENCH_FLOOD_TARGETS (all): comma-separated targets to run (postfix, postscreen, proxy).
 // BENCH_FLOOD_PROFILE_DIR (unset): each proxy runs with --cpu-prof into this directory.
-import { setMaxListeners } from 'node:events';
+import { spawn } from 'node:child_process';
+import { once, setMaxListeners } from 'node:events';
+import { createInterface } from 'node:readline';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -26,7 +29,7 @@ import { freeLoopbackPort, killAllChildrenNow, stopAllChildren, stopChild, type 
 import { SocketPool, type SessionResult } from './flood-client.js';
 import { AdminPoller, metricByLabel, metricTotal, summarisePostfixLog, summariseProxyLog, takeMailbox, waitForDelivery, type AdminTimeline } from './flood-probe.js';
 import { afterDetection, slowestSessions, evaluateTargets, formatScenario, formatTargets, ms, percentile, tally, TARGETS, type PhaseResult, type TargetName } from './flood-report.js';
-import { LEGIT_ADDRESS_COUNT, LEGIT_DEADLINE_MS, LEGIT_SESSIONS_PER_SECOND, messageKind, runSteadyLegit, SCENARIOS, warmLegitSenders, type Scenario } from './flood-scenarios.js';
+import { FRESH_EVERY, LEGIT_ADDRESS_COUNT, LEGIT_DEADLINE_MS, LEGIT_SESSIONS_PER_SECOND, messageKind, SCENARIOS, warmLegitSenders, type Scenario } from './flood-scenarios.js';
 import { buildDist, machineInfo, positiveNumber, ROOT, sleep, startProxyChild } from './servers.js';
 
 /** Pause after each phase, so Postfix's smtpd processes see their clients gone before the next one. */
@@ -54,6 +57,8 @@ setMaxListeners(0, interrupt.signal);
 const pool = new SocketPool();
 let postfix: PostfixInstance | undefined;
 let postscreen: PostfixInstance | undefined;
+/** The next never-seen legitimate sender's number: each phase's fresh senders are new to every target. */
+let nextFreshSender = 0;
 
 process.on('exit', () => {
   pool.closeAll();
@@ -126,7 +131,8 @@ async function main(): Promise<void> {
   report(`\nflood benchmark: Postfix ${machine.postfix} with default_process_limit ${POSTFIX_PROCESS_LIMIT}, A = clients straight into Postfix, `
     + 'B = into a second such Postfix with postscreen in front of smtpd (postscreen defaults; its cache warmed with the steady senders), C = through a fresh proxy to A\'s Postfix');
   report(`proxy policy: config/policy.yaml (mode: ${policy.mode}) with log.level warn, upstream.xclient required; ${process.env.BENCH_FLOOD_MAX_CLIENTS ? `server.maxClients ${process.env.BENCH_FLOOD_MAX_CLIENTS}` : 'capacity as shipped (server.maxClients unset)'}`);
-  report(`each phase ${phaseSeconds} s: ${LEGIT_SESSIONS_PER_SECOND} legitimate sessions/s from ${LEGIT_ADDRESS_COUNT} proven addresses (127.0.0.2-11, one message each, `
+  report(`each phase ${phaseSeconds} s: ${LEGIT_SESSIONS_PER_SECOND} legitimate sessions/s (in a process of their own), from ${LEGIT_ADDRESS_COUNT} proven addresses (127.0.0.2-11) and, one in ${FRESH_EVERY}, `
+    + `from a sender never seen before (127.8.0.0/16; one message each, `
     + `latency = connect to the 250 after the dot, undelivered after ${LEGIT_DEADLINE_MS / 1000} s = failed); attack from ${attackStartMs / 1000} s to ${(attackStartMs + attackWindowMs) / 1000} s\n`);
   for (const scenario of scenarios) {
     report(`${formatScenario(scenario.id, scenario.title, phases.filter((phase) => phase.scenario === scenario.id), noAttackP99)}\n`);
@@ -167,8 +173,8 @@ async function runPhase(server: PostfixInstance, scenario: Scenario, target: Tar
   const attack: SessionResult[] = [];
   const flash: SessionResult[] = [];
   let peakHeld: number | undefined;
+  const legitRun = await startLegitSenders(port, (result) => legit.push(result));
   const legitStartedAtMs = Date.now();
-  const legitRun = runSteadyLegit(port, phaseSeconds, pool, interrupt.signal, (result) => legit.push(result));
   // Held connections (idle, half-open) outlive the window: the attacker drops each after HOLD_MS or
   // when the server closes it, and what is still held is cut once the legitimate load has ended.
   const legitEnded = new AbortController();
@@ -185,7 +191,7 @@ async function runPhase(server: PostfixInstance, scenario: Scenario, target: Tar
     attackRun = scenario.attack({ port, pool, attackSignal, holdSignal, phaseSignal: interrupt.signal, attack: (result) => attack.push(result), flash: (result) => flash.push(result), peakHeld: (count) => { peakHeld = count; } })
       .finally(() => { clearTimeout(timer); window.abort(); });
   }
-  await legitRun;
+  await legitRun.done;
   legitEnded.abort();
   await attackRun;
   loopDelay.disable();
@@ -207,6 +213,7 @@ async function runPhase(server: PostfixInstance, scenario: Scenario, target: Tar
     legit: {
       sessions: legit.length, outcomes: tally(legit), delivered: kinds.filter((kind) => kind === 'legit').length,
       p50Ms: percentile(legit, 0.5), p99Ms: percentile(legit, 0.99), slowest: slowestSessions(legit, legitStartedAtMs),
+      provenP99Ms: percentile(legit.filter((session) => !session.fresh), 0.99), freshP99Ms: percentile(legit.filter((session) => session.fresh), 0.99),
     },
     postfixLog,
   };
@@ -225,6 +232,42 @@ async function runPhase(server: PostfixInstance, scenario: Scenario, target: Tar
   await sleep(SETTLE_MS);
   result.elapsedSeconds = (performance.now() - began) / 1000;
   return timeline ? { result, samples: timeline.samples } : { result };
+}
+
+/**
+ * The phase's steady legitimate senders in a child process (bench/flood-legit.ts), so that the
+ * attack's sockets in this process never delay their reads. Resolves once the child has loaded;
+ * `done` settles when its load has ended. An interrupt kills it.
+ */
+async function startLegitSenders(port: number, record: (result: SessionResult) => void): Promise<{ done: Promise<void> }> {
+  const firstFresh = nextFreshSender;
+  nextFreshSender += Math.ceil((phaseSeconds * LEGIT_SESSIONS_PER_SECOND) / FRESH_EVERY);
+  const child = spawn(process.execPath, [join(ROOT, 'node_modules/tsx/dist/cli.mjs'), join(ROOT, 'bench/flood-legit.ts'), String(port), String(phaseSeconds), String(firstFresh)],
+    { stdio: ['ignore', 'pipe', 'inherit'] });
+  const kill = (): void => void child.kill('SIGTERM');
+  interrupt.signal.addEventListener('abort', kill, { once: true });
+  process.once('exit', kill);
+  const exited = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
+  let isReady = false;
+  let ready: () => void = () => undefined;
+  const loaded = new Promise<void>((resolve) => { ready = resolve; });
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    if (line === 'ready') {
+      isReady = true;
+      return ready();
+    }
+    if (line.startsWith('{')) record(JSON.parse(line) as SessionResult);
+  });
+  const exitedEarly = exited.then(([code, signal]) => {
+    if (!isReady) throw new Error(`bench/flood-legit.ts exited ${code ?? signal} before it was ready`);
+  });
+  await Promise.race([loaded, exitedEarly]);
+  const done = exited.then(([code, signal]) => {
+    interrupt.signal.removeEventListener('abort', kill);
+    process.off('exit', kill);
+    if (code !== 0 && !interrupt.signal.aborted) throw new Error(`bench/flood-legit.ts exited ${code ?? signal}`);
+  });
+  return { done };
 }
 
 /** What the proxy said about the phase: its metrics at the end, detection times, its log, whether it died. */

@@ -285,7 +285,10 @@ const pushbackSchema = z.strictObject({
   verdictTtlSeconds: positiveInt.default(600),
   /** A source that completed this many clean sessions passes untouched for ttlHours (postscreen's cache). */
   proven: z.strictObject({ sessions: positiveInt.default(3), ttlHours: z.number().positive().default(24) }).prefault({}),
-  /** Extra wait before the greeting for clients not proven, by server status (early talkers show up in it). */
+  /**
+   * Extra wait before the greeting (early talkers show up in it): `safe` for every client not proven or
+   * allow-listed; while the status is 0 or -1, `critical` or `danger` for those with points against them.
+   */
   greetWaitMs: z.strictObject({
     safe: nonNegativeInt.default(0),
     critical: nonNegativeInt.default(1_000),

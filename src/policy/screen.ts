@@ -283,7 +283,10 @@ export class Screen implements SessionScreen {
     const enforce = policy.mode === 'enforce';
     this.deps.metrics.decision(verdict.action, enforce);
     const trusted = verdict.source === 'allow-list' || verdict.source === 'proven';
-    const greetDelayMs = trusted ? 0 : greetWait(status, pushback);
+    // Under stress the longer waits go only to clients with points against them (their own counters, a
+    // suspect prefix around them, a stored verdict). An idle flood never talks: a stress wait for every
+    // newcomer would only delay first-time correspondents (the complaint about postscreen's greet wait).
+    const greetDelayMs = trusted ? 0 : greetWait(verdict.score > 0 ? status : 1, pushback);
     if (!enforce && verdict.action !== 'pass') {
       return { action: 'pass', greetDelayMs, replyDelayMs: 0, label: `observe:${label}` };
     }
