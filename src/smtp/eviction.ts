@@ -11,12 +11,18 @@ export type EvictionReason = 'silent' | 'idle-after-helo' | 'suspect' | 'idle' |
 /** Also counted: a transaction silent the longest, cut to free its Postfix process (upstream-share.ts). */
 export type EvictionCount = EvictionReason | 'half-open';
 
-/** A transaction must have been silent this long before it may be cut for another client's upstream slot. */
-export const HALF_OPEN_MIN_IDLE_MS = 2_000;
+/**
+ * A transaction must have been silent this long, counted from our last reply to it, before it may be cut
+ * for another client's upstream slot. A client in a transaction answers within its round trip; a floor
+ * of seconds would let a half-open flood of a few hundred a second keep every slot younger than it
+ * (Postfix's 100 processes turn over at most 100 / floor times a second), and newcomers get 451.
+ */
+export const HALF_OPEN_MIN_IDLE_MS = 250;
 
 /**
  * Of the sessions holding a Postfix process for an untrusted client in a transaction, the one silent the longest,
- * silent at least HALF_OPEN_MIN_IDLE_MS and not in DATA (its message is being relayed or answered). Undefined: none.
+ * silent at least HALF_OPEN_MIN_IDLE_MS and not in DATA (its message is being relayed or answered) nor waiting for
+ * a reply of ours (the caller marks those closing). Undefined: none.
  */
 export function chooseHalfOpen<T>(sessions: Iterable<T>, view: (session: T) => { holdsUntrustedSlot: boolean; inData: boolean; closing: boolean; lastActivityMs: number; sameAddress: boolean }, nowMs: number, sameAddressOnly: boolean): T | undefined {
   let best: T | undefined;

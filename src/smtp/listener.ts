@@ -19,7 +19,7 @@ import { dataOutcome, type SessionEnd, type SessionRecord, type TransactionRecor
 import type { UpstreamOptions } from '../upstream/connection.js';
 import { clientNameFields } from '../upstream/xclient.js';
 import { installCommandHandlers, startWithoutFixedGreetDelay, type ConnectionInternals } from './command-handlers.js';
-import { chooseEviction, chooseHalfOpen, spreadIdleCloses, type EvictionCount, type EvictionView } from './eviction.js';
+import { chooseEviction, chooseHalfOpen, HALF_OPEN_MIN_IDLE_MS, spreadIdleCloses, type EvictionCount, type EvictionView } from './eviction.js';
 import { UpstreamShare } from '../relay/upstream-share.js';
 import { SourceConcurrency } from './source-concurrency.js';
 import { formatParameters, parameterValue, refuseParameters, type EnvelopeCommand, type EnvelopeVerb } from './envelope-command.js';
@@ -412,27 +412,35 @@ export class SmtpListener {
    * address or the untrusted clients hold their share, the transaction silent the longest among them (2 s or
    * more, not in DATA) is cut with 421 to make room; only when there is none does this client hear 451.
    */
-  private takeUpstreamSlot(live: LiveSession): RelayReply | undefined {
+  private async takeUpstreamSlot(live: LiveSession): Promise<RelayReply | undefined> {
     if (live.upstreamSlot) return undefined;
     const trusted = isTrusted(live);
-    const refusal = this.upstreamShare.refusal(live.client, trusted);
-    if (refusal) {
+    for (let attempt = 0; ; attempt += 1) {
+      const refusal = this.upstreamShare.refusal(live.client, trusted);
+      if (!refusal) break;
       const victim = chooseHalfOpen(this.sessions.values(), (other) => ({
         holdsUntrustedSlot: other.upstreamSlot !== undefined && !other.upstreamSlot.trusted,
         inData: other.inData || other.awaitingFinalReply,
-        closing: other === live || other.evicted || other.closed || other.end !== undefined,
+        closing: other === live || other.evicted || other.closed || other.end !== undefined || other.envelopePending,
         lastActivityMs: other.lastEnvelopeMs,
         sameAddress: other.client === live.client,
       }), Date.now(), refusal === 'address');
-      if (!victim) {
+      if (victim) {
+        this.evict(victim, 'half-open');
+        victim.relay.close();
+        this.releaseUpstreamSlot(victim);
+        break;
+      }
+      // One address over its own share waits for nothing: only its own transactions could give way.
+      if (attempt > 0 || live.closed || refusal === 'address') {
         this.countCapacityEvent(refusal === 'address' ? 'upstream-refused-address' : 'upstream-refused-share');
         return refusal === 'address'
           ? { code: 451, text: `4.7.0 ${this.deps.policy.server.hostname} Error: too many transactions from ${live.client} at once, try again later` }
           : { code: 451, text: `4.3.2 ${this.deps.policy.server.hostname} Error: all server ports are busy, try again later` };
       }
-      this.evict(victim, 'half-open');
-      victim.relay.close();
-      this.releaseUpstreamSlot(victim);
+      // A flood of half-open transactions keeps every one of them younger than the floor for a moment:
+      // by the end of one floor's wait the oldest has been silent long enough to give way.
+      await new Promise<void>((resolve) => later(HALF_OPEN_MIN_IDLE_MS, resolve));
     }
     live.upstreamSlot = this.upstreamShare.acquire(live.client, trusted);
     return undefined;
@@ -465,7 +473,7 @@ export class SmtpListener {
       maxMessageBytes: this.deps.policy.limits.maxMessageBytes,
     });
     if (refusal) return Promise.resolve(refusal);
-    live.lastEnvelopeMs = Date.now();
+    live.envelopePending = true;
     // The tarpit's delay comes before the command goes to Postfix, not after its reply: a client being
     // slowed down must not hold an smtpd process of Postfix's while it waits.
     const forward = (): Promise<RelayReply> => {
@@ -474,7 +482,15 @@ export class SmtpListener {
     };
     const delayMs = live.decision.replyDelayMs;
     const reply = delayMs > 0 ? new Promise<void>((resolve) => later(delayMs, resolve)).then(forward) : forward();
-    return reply.then((result) => result, (error: Error) => {
+    const answered = (): void => {
+      live.envelopePending = false;
+      live.lastEnvelopeMs = Date.now();
+    };
+    return reply.then((result) => {
+      answered();
+      return result;
+    }, (error: Error) => {
+      answered();
       this.internalErrorLogged(live, error);
       return INTERNAL_ERROR;
     });
@@ -503,7 +519,7 @@ export class SmtpListener {
       // Every recipient will be refused: no need to cost Postfix a connection for this transaction.
       result = { code: 250, text: '2.1.0 Ok' };
     } else {
-      const noSlot = this.takeUpstreamSlot(live);
+      const noSlot = await this.takeUpstreamSlot(live);
       if (noSlot) return noSlot;
       result = await live.relay.mailFrom({
         address: session.remoteAddress,
@@ -556,6 +572,7 @@ export class SmtpListener {
       : live.relay.data(stream, abortReason);
     this.answer(live, delivered, (reply) => {
       live.awaitingFinalReply = false;
+      live.lastEnvelopeMs = Date.now();
       transaction.bytes = stream.byteLength;
       transaction.dataMs = Math.round(performance.now() - started);
       live.current = undefined;

@@ -69,10 +69,13 @@ export class LiveSession {
   /** The Postfix process this session holds a share of, from its first MAIL until it lets the upstream go. */
   upstreamSlot: UpstreamSlot | undefined;
   /**
-   * Last MAIL or RCPT, epoch ms: how long a transaction has made no progress. Not lastActivityMs, which
+   * When we last answered the client's MAIL or RCPT (or its message), epoch ms: since then the client
+   * has had the turn, and a transaction that makes no progress is its doing. Not lastActivityMs, which
    * any NOOP refreshes: a half-open client chattering NOOPs would never look silent.
    */
   lastEnvelopeMs = 0;
+  /** A MAIL or RCPT is with Postfix (or the tarpit's delay): the turn is ours, so the client is not silent. */
+  envelopePending = false;
   commands = 0;
   lastCommand = '';
   greeted = false;

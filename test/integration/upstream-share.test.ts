@@ -97,14 +97,38 @@ describe('the untrusted clients share of Postfix processes', () => {
     expect(metrics).toMatch(/^pushback_upstream_connections_held\{trust="untrusted"\} 3$/m);
   });
 
-  it('answers 451 when every process is busy with a transaction that is not silent', async () => {
+  it('makes room within a quarter second even when every half-open transaction is younger than that', async () => {
     proxy = await startTestProxy(upstream.address, `${FAST}upstream: { maxConnections: 2, untrustedSharePercent: 100 }\n`);
-    await halfOpen('127.42.0.1');
+    const first = await halfOpen('127.42.0.1');
     await halfOpen('127.42.0.2');
     const late = await greeted('127.42.0.3');
     await late.command('EHLO late.test');
+    // Before, a transaction had to be silent 2 s: a flood of a few hundred a second kept them all
+    // younger, and every newcomer heard 451.
+    expect((await late.command('MAIL FROM:<a@late.test>')).code).toBe(250);
+    expect((await first.reply()).code).toBe(421);
+    expect(upstream.connectionsOpened).toBe(3);
+  });
+
+  it('answers 451 when every process is busy with a transaction waiting for Postfix, and cuts none of them', async () => {
+    await upstream.close();
+    upstream = await FakeUpstream.start({ stallAt: 'rcpt' });
+    proxy = await startTestProxy(upstream.address, `${FAST}upstream: { maxConnections: 2, untrustedSharePercent: 100 }\n`);
+    const held: SmtpDialog[] = [];
+    for (const address of ['127.42.1.1', '127.42.1.2']) {
+      const dialog = await greeted(address);
+      await dialog.command('EHLO waiting.test');
+      expect((await dialog.command('MAIL FROM:<a@waiting.test>')).code).toBe(250);
+      dialog.write('RCPT TO:<b@example.test>\r\n');
+      held.push(dialog);
+    }
+    await waitForAsync(async () => upstream.commands.filter((line) => line.startsWith('RCPT')).length === 2, 5_000, 'both RCPTs at Postfix');
+    await sleep(400);
+    const late = await greeted('127.42.1.3');
+    await late.command('EHLO late.test');
     expect(await late.command('MAIL FROM:<a@late.test>')).toMatchObject({ code: 451, text: expect.stringMatching(/^4\.3\.2 .* all server ports are busy/) });
     expect(upstream.connectionsOpened).toBe(2);
+    expect(upstream.connectionsOpen).toBe(2);
   });
 
   it('holds at most maxConnectionsPerAddress for one address; an allow-listed address is exempt', async () => {
