@@ -15,8 +15,11 @@ const ATTACK_REPLY_TIMEOUT_MS = 15_000;
 const HOLD_MS = 60_000;
 
 // The idle flood is free to exceed every cap the proxy ships with (maxClients, the per-/24 limits):
-// 10,000 addresses, 600 new connections a second, up to 15,000 held at once by this process.
-const ABANDON = { addresses: 10_000, concurrency: 15_000, perSecond: 600, total: 40_000 };
+// 10,000 addresses, 1,500 new connections a second (BENCH_FLOOD_ABANDON_PER_SECOND), from
+// ABANDON_PROCESSES processes of up to 15,000 sockets each, so that more can be held at once than
+// one process may open (the open-files limit also sizes the proxy's default maxClients).
+const ABANDON = { addresses: 10_000, concurrency: 45_000, perSecond: positiveEnv('BENCH_FLOOD_ABANDON_PER_SECOND', 1_500), total: 200_000 };
+const ABANDON_PROCESSES = 3;
 // Half-open transactions: EHLO, MAIL, RCPT, silence, each holding a Postfix smtpd process, from
 // thousands of addresses, far more at once than Postfix's 100 processes.
 const HALF_OPEN = { addresses: 5_000, concurrency: 3_000, perSecond: 300, total: 20_000 };
@@ -43,6 +46,8 @@ export interface ScenarioContext {
   flash(result: SessionResult): void;
   /** The most connections the attack held greeted at once, where the scenario counts it. */
   peakHeld(count: number): void;
+  /** This process's part of an attack run by several (Scenario.processes): rates and counts are divided. */
+  share: { index: number; count: number };
 }
 
 export interface Scenario {
@@ -52,6 +57,8 @@ export interface Scenario {
   sends: 'nothing' | 'spam' | 'legit';
   /** Absent for the baseline: legitimate senders only. */
   attack?: (context: ScenarioContext) => Promise<void>;
+  /** Attacker processes (bench/flood-attacker.ts) that share the attack; absent: it runs in the benchmark's own. */
+  processes?: number;
 }
 
 export const SCENARIOS: readonly Scenario[] = [
@@ -59,12 +66,16 @@ export const SCENARIOS: readonly Scenario[] = [
   {
     id: 'abandon',
     sends: 'nothing',
-    title: `abandoned handshakes: ${ABANDON.addresses} addresses in 127.1.0.0/16, ${ABANDON.perSecond}/s up to ${ABANDON.concurrency} idle connections at once, `
-      + `launched while the window lasts, each held until the server closes it or for ${HOLD_MS / 1000} s`,
-    attack: (context) => launchAtRate(ABANDON.perSecond, ABANDON.total, ABANDON.concurrency, context.attackSignal, async (index) => {
-      const endpoint = { port: context.port, localAddress: address(1, index % ABANDON.addresses) };
-      context.attack(await holdIdle(endpoint, context.pool, heldUntil(context)));
-    }),
+    title: `abandoned handshakes: ${ABANDON.addresses} addresses in 127.1.0.0/16, ${ABANDON.perSecond}/s up to ${ABANDON.concurrency} idle connections at once `
+      + `(${ABANDON_PROCESSES} attacker processes), launched while the window lasts, each held until the server closes it or for ${HOLD_MS / 1000} s`,
+    processes: ABANDON_PROCESSES,
+    attack: (context) => {
+      const { index: part, count } = context.share;
+      return launchAtRate(ABANDON.perSecond / count, Math.floor(ABANDON.total / count), Math.floor(ABANDON.concurrency / count), context.attackSignal, async (index) => {
+        const endpoint = { port: context.port, localAddress: address(1, (index * count + part) % ABANDON.addresses) };
+        context.attack(await holdIdle(endpoint, context.pool, heldUntil(context)));
+      });
+    },
   },
   {
     id: 'halfopen',
@@ -252,6 +263,12 @@ async function launchAtRate(perSecond: number, total: number, concurrency: numbe
     running.add(task);
   }
   await Promise.all(running);
+}
+
+function positiveEnv(name: string, fallback: number): number {
+  const value = Number(process.env[name] ?? fallback);
+  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number`);
+  return value;
 }
 
 function pause(ms: number): Promise<void> {

@@ -15,7 +15,7 @@
 // BENCH_FLOOD_MAX_CLIENTS (unset: the shipped default): server.maxClients for the proxy.
 // BENCH_FLOOD_TARGETS (all): comma-separated targets to run (postfix, postscreen, proxy).
 // BENCH_FLOOD_PROFILE_DIR (unset): each proxy runs with --cpu-prof into this directory.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once, setMaxListeners } from 'node:events';
 import { createInterface } from 'node:readline';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -173,6 +173,12 @@ async function runPhase(server: PostfixInstance, scenario: Scenario, target: Tar
   const attack: SessionResult[] = [];
   const flash: SessionResult[] = [];
   let peakHeld: number | undefined;
+  // Attacker processes (where the scenario has them) are loaded before the clock starts, each with its own
+  // open-files limit; they start on SIGUSR1 and cut what they hold on SIGUSR2, when the legitimate load ends.
+  const attackers = scenario.attack && scenario.processes
+    ? await Promise.all(Array.from({ length: scenario.processes }, (_, part) => startBenchChild('bench/flood-attacker.ts',
+      [scenario.id, String(port), String(part), String(scenario.processes), String(attackWindowMs)], (result) => attack.push(result))))
+    : [];
   const legitRun = await startLegitSenders(port, (result) => legit.push(result));
   const legitStartedAtMs = Date.now();
   // Held connections (idle, half-open) outlive the window: the attacker drops each after HOLD_MS or
@@ -180,15 +186,21 @@ async function runPhase(server: PostfixInstance, scenario: Scenario, target: Tar
   const legitEnded = new AbortController();
   const holdSignal = AbortSignal.any([legitEnded.signal, interrupt.signal]);
   setMaxListeners(0, holdSignal);
+  legitEnded.signal.addEventListener('abort', () => { for (const attacker of attackers) attacker.process.kill('SIGUSR2'); }, { once: true });
   let attackRun: Promise<void> | undefined;
-  if (scenario.attack) {
+  if (attackers.length > 0) {
+    await sleep(attackStartMs);
+    poller?.markAttack();
+    for (const attacker of attackers) attacker.process.kill('SIGUSR1');
+    attackRun = Promise.all(attackers.map((attacker) => attacker.done)).then(() => undefined);
+  } else if (scenario.attack) {
     await sleep(attackStartMs);
     const window = new AbortController();
     const attackSignal = AbortSignal.any([window.signal, interrupt.signal]);
     setMaxListeners(0, attackSignal);
     poller?.markAttack();
     const timer = setTimeout(() => window.abort(), attackWindowMs);
-    attackRun = scenario.attack({ port, pool, attackSignal, holdSignal, phaseSignal: interrupt.signal, attack: (result) => attack.push(result), flash: (result) => flash.push(result), peakHeld: (count) => { peakHeld = count; } })
+    attackRun = scenario.attack({ port, pool, attackSignal, holdSignal, phaseSignal: interrupt.signal, share: { index: 0, count: 1 }, attack: (result) => attack.push(result), flash: (result) => flash.push(result), peakHeld: (count) => { peakHeld = count; } })
       .finally(() => { clearTimeout(timer); window.abort(); });
   }
   await legitRun.done;
@@ -236,18 +248,30 @@ async function runPhase(server: PostfixInstance, scenario: Scenario, target: Tar
 
 /**
  * The phase's steady legitimate senders in a child process (bench/flood-legit.ts), so that the
- * attack's sockets in this process never delay their reads. Resolves once the child has loaded;
- * `done` settles when its load has ended. An interrupt kills it.
+ * attack's sockets in this process never delay their reads.
  */
-async function startLegitSenders(port: number, record: (result: SessionResult) => void): Promise<{ done: Promise<void> }> {
+function startLegitSenders(port: number, record: (result: SessionResult) => void): Promise<BenchChild> {
   const firstFresh = nextFreshSender;
   nextFreshSender += Math.ceil((phaseSeconds * LEGIT_SESSIONS_PER_SECOND) / FRESH_EVERY);
-  const child = spawn(process.execPath, [join(ROOT, 'node_modules/tsx/dist/cli.mjs'), join(ROOT, 'bench/flood-legit.ts'), String(port), String(phaseSeconds), String(firstFresh)],
-    { stdio: ['ignore', 'pipe', 'inherit'] });
+  return startBenchChild('bench/flood-legit.ts', [String(port), String(phaseSeconds), String(firstFresh)], record);
+}
+
+interface BenchChild {
+  process: ChildProcess;
+  /** Settles when the child has exited and every line it printed has been read. */
+  done: Promise<void>;
+}
+
+/**
+ * A child of this benchmark that prints "ready" once loaded, then one JSON SessionResult a line.
+ * Resolves once it is ready; an interrupt kills it.
+ */
+async function startBenchChild(script: string, args: string[], record: (result: SessionResult) => void): Promise<BenchChild> {
+  const child = spawn(process.execPath, [join(ROOT, 'node_modules/tsx/dist/cli.mjs'), join(ROOT, script), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   const kill = (): void => void child.kill('SIGTERM');
   interrupt.signal.addEventListener('abort', kill, { once: true });
   process.once('exit', kill);
-  const exited = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
+  const closed = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
   let isReady = false;
   let ready: () => void = () => undefined;
   const loaded = new Promise<void>((resolve) => { ready = resolve; });
@@ -258,16 +282,16 @@ async function startLegitSenders(port: number, record: (result: SessionResult) =
     }
     if (line.startsWith('{')) record(JSON.parse(line) as SessionResult);
   });
-  const exitedEarly = exited.then(([code, signal]) => {
-    if (!isReady) throw new Error(`bench/flood-legit.ts exited ${code ?? signal} before it was ready`);
+  const exitedEarly = closed.then(([code, signal]) => {
+    if (!isReady) throw new Error(`${script} exited ${code ?? signal} before it was ready`);
   });
   await Promise.race([loaded, exitedEarly]);
-  const done = exited.then(([code, signal]) => {
+  const done = closed.then(([code, signal]) => {
     interrupt.signal.removeEventListener('abort', kill);
     process.off('exit', kill);
-    if (code !== 0 && !interrupt.signal.aborted) throw new Error(`bench/flood-legit.ts exited ${code ?? signal}`);
+    if (code !== 0 && !interrupt.signal.aborted) throw new Error(`${script} exited ${code ?? signal}`);
   });
-  return { done };
+  return { process: child, done };
 }
 
 /** What the proxy said about the phase: its metrics at the end, detection times, its log, whether it died. */
