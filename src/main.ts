@@ -134,9 +134,8 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
       // Under stress idle clients get a short timeout, as Postfix's smtpd_timeout = ${stress?10}s.
       // Postfix near its process limit (upstream.maxConnections as the proxy holds them) is stress too:
       // half-open transactions that hold its processes are cut at the short time-out.
-      listener?.setIdleTimeoutSeconds(effectiveStatus() <= 0 || listener.upstreamNearLimit
-        ? Math.min(holder.current().pushback.stressIdleTimeoutSeconds, policy.limits.idleTimeoutSeconds)
-        : policy.limits.idleTimeoutSeconds);
+      // Not in observe mode (listener.applyStress).
+      listener?.applyStress(effectiveStatus() <= 0 || listener.upstreamNearLimit);
     },
   });
   const tarpits = new TarpitSlots(() => holder.current().pushback.tarpit.maxConcurrent);
@@ -195,6 +194,7 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
   });
   listener = new SmtpListener({
     policy,
+    current: () => holder.current(),
     logger,
     maxClients: capacity.maxClients,
     screen,

@@ -53,7 +53,8 @@ export class ShutdownDrain {
     });
     const end = await Promise.race([idle, deadline, this.cut]);
     clearTimeout(timer);
-    if (end !== 'idle') logger.warn({ end, sessionsLeft: listener.activeSessions }, 'closing the sessions left with 421');
+    // A second request has said so already, with its own sessionsLeft ("second shutdown request").
+    if (end === 'deadline') logger.warn({ end, sessionsLeft: listener.activeSessions }, 'closing the sessions left with 421');
 
     // Waiting for a final reply from Postfix is bounded by upstream.dataDoneTimeoutMs; a second
     // request does not wait for it.

@@ -7,14 +7,21 @@ import { formatProblem, loadPolicyFile } from './load.js';
 import type { Policy } from './schema.js';
 
 /**
- * Keys that take effect only at start: a reload that changes them says so and keeps running with the
- * old ones. Of the quarantine, the release schedule and the admin token follow reloads; its spool does not.
+ * The policy keys read only at start (whole sections, or single keys): a reload that changes one says
+ * so by name and keeps running with the old value. Every other key is read where it is used, from the
+ * policy in force, and takes effect at once: mode, pushback, notices, quarantine.release and
+ * quarantine.adminToken, admin.allowedHosts (checked at each request).
  */
-const RESTART_ONLY: ReadonlyArray<keyof Policy> = ['server', 'limits', 'upstream', 'admin', 'state', 'entropy', 'log'];
+export const RESTART_ONLY_KEYS: readonly string[] = [
+  'server', 'limits', 'upstream', 'state', 'entropy', 'log', 'dns',
+  'admin.listen', 'admin.maxConnections',
+  'quarantine.spoolDir', 'quarantine.maxBytes', 'quarantine.maxMessages',
+];
 
-function restartOnlyQuarantine(policy: Policy): unknown {
-  const { spoolDir, maxBytes, maxMessages } = policy.quarantine;
-  return { spoolDir, maxBytes, maxMessages };
+/** The restart-only keys whose value differs between two policies. */
+export function changedRestartOnlyKeys(before: Policy, after: Policy): string[] {
+  const valueAt = (policy: Policy, key: string): string => JSON.stringify(key.split('.').reduce<unknown>((node, name) => (node as Record<string, unknown> | undefined)?.[name], policy)) ?? 'undefined';
+  return RESTART_ONLY_KEYS.filter((key) => valueAt(before, key) !== valueAt(after, key));
 }
 
 export interface ReloadState {
@@ -53,15 +60,14 @@ export class PolicyHolder {
       this.logger.error({ reason, problems: this.state.lastError }, 'policy refused; the previous policy stays in force');
       return false;
     }
-    const changedRestartOnly: string[] = RESTART_ONLY.filter((key) => JSON.stringify(result.policy[key]) !== JSON.stringify(this.policy[key]));
-    if (JSON.stringify(restartOnlyQuarantine(result.policy)) !== JSON.stringify(restartOnlyQuarantine(this.policy))) changedRestartOnly.push('quarantine spool');
+    const changedRestartOnly = changedRestartOnlyKeys(this.policy, result.policy);
     this.policy = result.policy;
     this.state.loadedAtMs = Date.now();
     this.state.reloads += 1;
     delete this.state.lastError;
     this.logger.info({ reason, source: this.state.source, mode: result.policy.mode }, 'policy reloaded');
     if (changedRestartOnly.length > 0) {
-      this.logger.warn({ sections: changedRestartOnly }, 'these policy sections changed but take effect only at the next start');
+      this.logger.warn({ keys: changedRestartOnly }, 'these policy keys changed but take effect only at the next start');
     }
     for (const listener of this.listeners) listener(this.policy);
     return true;

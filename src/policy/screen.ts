@@ -4,7 +4,8 @@
 // detectors → action table (precedence.ts). At session end: per-source counters go to the shared
 // store in one round trip, the detectors score the source, and a verdict that pushes back is stored
 // with its expiry and logged once with its reasons. Observe mode computes and logs all of it and
-// enforces nothing. Deciding only: the listener carries the decision out.
+// enforces nothing (not even the longer greet wait of a stressed server). Deciding only: the
+// listener carries the decision out.
 //
 // Keys, so that a flood of fresh addresses costs the store one small record each and nothing more:
 // `c:<source>` one counter record per source (an IPv4 address, an IPv6 /64: sourceOf), holding only
@@ -286,7 +287,9 @@ export class Screen implements SessionScreen {
     // Under stress the longer waits go only to clients with points against them (their own counters, a
     // suspect prefix around them, a stored verdict). An idle flood never talks: a stress wait for every
     // newcomer would only delay first-time correspondents (the complaint about postscreen's greet wait).
-    const greetDelayMs = trusted ? 0 : greetWait(verdict.score > 0 ? status : 1, pushback);
+    // Observe mode: the greet wait of a calm server whatever the status, so a trial under stress
+    // holds no greeting longer than it would without the proxy's decisions.
+    const greetDelayMs = trusted ? 0 : greetWait(enforce && verdict.score > 0 ? status : 1, pushback);
     if (!enforce && verdict.action !== 'pass') {
       return { action: 'pass', greetDelayMs, replyDelayMs: 0, label: `observe:${label}` };
     }

@@ -9,6 +9,8 @@
 // - A FIN from the client ends its input, not the session: Exim sends the final dot, pipelines QUIT
 //   and half-closes. Everything received before the FIN is processed and answered in order, and only
 //   then is the connection closed (the listener enables allowHalfOpen for that).
+// - In observe mode a command that comes before the greeting is noted (the early-talker test) and
+//   answered after the greeting, where smtp-server would answer "421 You talk too soon" and hang up.
 import type { RelayReply } from '../relay/session-relay.js';
 import { isSyntaxError, parseEnvelopeCommand, type EnvelopeCommand, type EnvelopeVerb } from './envelope-command.js';
 import { postfixWords } from './reply-words.js';
@@ -23,6 +25,9 @@ export interface ConnectionInternals {
   secure: boolean;
   hostNameAppearsAs: string | false;
   session: { envelope: { mailFrom: unknown; rcptTo: unknown[] } };
+  /** smtp-server answers commands only once this is set, right before its greeting. */
+  _ready: boolean;
+  _closing: boolean;
   _parser: ParserHandle | false;
   _upgrading: boolean;
   _socket: { destroyed: boolean; writable: boolean; write(data: string): unknown };
@@ -32,6 +37,8 @@ export interface ConnectionInternals {
   _setListeners(ready: () => void): void;
   init(): void;
   connectionReady(): void;
+  _onCommand(command: Buffer, callback: CommandCallback): void;
+  _sendGreeting(): void;
   send(code: number, data: string | string[], context?: unknown): void;
   close(): void;
   handler_DATA: Handler;
@@ -51,6 +58,12 @@ export interface CommandStage {
   maxRecipients: number;
   /** The client's input ended (FIN) and everything it sent before was answered. */
   inputEnded(): void;
+  /**
+   * Asked when a command comes before the greeting. True (observe mode): the command is held and
+   * answered after the greeting, and earlyTalk() notes it; false: smtp-server's 421 and a close.
+   */
+  holdEarlyCommands(): boolean;
+  earlyTalk(): void;
 }
 
 const MAX_HELO_BYTES = 255;
@@ -140,6 +153,29 @@ export function installCommandHandlers(connection: ConnectionInternals, stage: C
   };
 
   watchInputEnd(connection, stage);
+  holdEarlyCommands(connection, stage);
+}
+
+/**
+ * Observe mode lets an early talker on: its command waits for the greeting, then goes through as if
+ * it had come after it. smtp-server's parser hands over the next command only once this one is done,
+ * so at most one is held.
+ */
+function holdEarlyCommands(connection: ConnectionInternals, stage: CommandStage): void {
+  const onCommand = connection._onCommand.bind(connection);
+  let held: { command: Buffer; callback: CommandCallback } | undefined;
+  connection._onCommand = (command, callback) => {
+    if (connection._ready || connection._closing || !stage.holdEarlyCommands()) return onCommand(command, callback);
+    stage.earlyTalk();
+    held = { command, callback };
+  };
+  const sendGreeting = connection._sendGreeting.bind(connection);
+  connection._sendGreeting = () => {
+    sendGreeting();
+    const early = held;
+    held = undefined;
+    if (early) onCommand(early.command, early.callback);
+  };
 }
 
 function envelope(stage: CommandStage, verb: EnvelopeVerb, parsed: EnvelopeCommand, deliver: (reply: RelayReply) => void): void {

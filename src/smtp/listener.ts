@@ -7,6 +7,9 @@
 // that touches smtp-server. Commands and replies are observed through smtp-server's logger
 // interface, which reports every one of them with the session id (tnx "command" and "send"); the
 // end of a message is seen in onData. test/integration/session-limits.test.ts ("pairs") pins that.
+// In observe mode (the policy in force, reloaded) the screen's decisions are only noted: an early
+// talker gets its greeting (command-handlers.ts) and stress leaves the idle time-out as configured;
+// the limits that protect the proxy and Postfix's processes (slots, eviction, caps) still apply.
 import { readFileSync } from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
@@ -27,7 +30,10 @@ import { LiveSession, type SmtpConnectionHandle } from './live-session.js';
 import { MessageTooBigError, type QuarantineEntry, type QuarantineSink, type SessionObserver, type SessionScreen, type TarpitSlots } from './stage-contracts.js';
 
 export interface ListenerDependencies {
+  /** The policy at start: what the listener is built from (server, limits, upstream need a restart). */
   policy: Policy;
+  /** The policy in force now, after reloads: its mode and pushback.stressIdleTimeoutSeconds. Default: policy. */
+  current?: () => Policy;
   logger: Logger;
   observer: SessionObserver;
   /** Asked at each new connection; a reply refuses the session with it (e.g. shared state down, fail closed). */
@@ -55,6 +61,8 @@ export class SmtpListener {
   readonly maxClients: number;
   /** Sessions closed to make room that have not ended yet: they hold no slot. */
   private evictedOpen = 0;
+  /** Connections refused at connect whose close has not been seen yet: not sessions (activeSessions). */
+  private refusedOpen = 0;
   private readonly concurrency: SourceConcurrency;
   /** Postfix processes held for clients: per address, and the untrusted clients' share (upstream-share.ts). */
   private readonly upstreamShare: UpstreamShare;
@@ -117,8 +125,14 @@ export class SmtpListener {
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 
+  /** Sessions open now; a connection refused at connect (421, 554) is none, even before its close is seen. */
   get activeSessions(): number {
-    return this.sessions.size;
+    return this.sessions.size - this.refusedOpen;
+  }
+
+  /** Observe mode (as reloaded): decisions are logged and counted, none changes a session. */
+  private get observing(): boolean {
+    return (this.deps.current?.() ?? this.deps.policy).mode === 'observe';
   }
 
   /** Postfix processes held near upstream.maxConnections: treated as stress, like a status of 0. */
@@ -157,9 +171,17 @@ export class SmtpListener {
   }
 
   /**
-   * The idle timeout for sessions from now on (shortened under stress, like Postfix's
-   * smtpd_timeout = ${stress?10}${stress:300}s). smtp-server reads it whenever it arms a socket.
+   * Stress (status 0 or -1, or Postfix near its process limit) shortens the idle time-out to
+   * pushback.stressIdleTimeoutSeconds, like Postfix's smtpd_timeout = ${stress?10}${stress:300}s; in
+   * observe mode it stays limits.idleTimeoutSeconds (a trial changes no session). Called once a tick.
    */
+  applyStress(stressed: boolean): void {
+    const current = this.deps.current?.() ?? this.deps.policy;
+    const calmSeconds = this.deps.policy.limits.idleTimeoutSeconds;
+    this.setIdleTimeoutSeconds(stressed && current.mode === 'enforce' ? Math.min(current.pushback.stressIdleTimeoutSeconds, calmSeconds) : calmSeconds);
+  }
+
+  /** The idle timeout for sessions from now on. smtp-server reads it whenever it arms a socket. */
   setIdleTimeoutSeconds(seconds: number): void {
     const milliseconds = seconds * 1000;
     if (this.server.options.socketTimeout === milliseconds) return;
@@ -277,6 +299,11 @@ export class SmtpListener {
       // Everything the client sent before its FIN has been answered: nothing more can come.
       inputEnded: () => {
         if (!live.closed) connection.close();
+      },
+      // Observe mode: an early talker is noted (and scored as ever) but gets the greeting and its session.
+      holdEarlyCommands: () => this.observing,
+      earlyTalk: () => {
+        live.misbehaviour.earlyTalker = true;
       },
     });
   }
@@ -456,7 +483,12 @@ export class SmtpListener {
     // smtp-server hangs up right after a refusal at connect: that reply expects no answer.
     live.end = end;
     live.refusing = true;
+    this.refusedOpen += 1;
     callback(smtpError(reply));
+    // smtp-server only half-closes (our FIN) and keeps the socket until the client closes its end or
+    // 5 s pass: a refused client that keeps its end open would hold a descriptor, and count as a
+    // session in a drain. Closed whole once the reply is written.
+    live.connection._socket?.destroySoon();
   }
 
   /** MAIL and RCPT as the client sent them: the reply it gets, after the tarpit's delay. */
@@ -668,6 +700,7 @@ export class SmtpListener {
     if (!live) return;
     this.sessions.delete(session.id);
     if (live.evicted) this.evictedOpen -= 1;
+    if (live.refusing) this.refusedOpen -= 1;
     this.concurrency.leave(live.concurrencyKeys);
     for (const watcher of this.endWatchers) watcher(session.id);
     clearTimeout(live.deadline);

@@ -28,7 +28,7 @@ export interface SmtpConnectionHandle {
   localPort: number;
   send(code: number, text: string, context?: unknown): void;
   close(): void;
-  _socket?: { on(event: 'data', listener: (chunk: Buffer) => void): unknown; setTimeout(milliseconds: number): unknown };
+  _socket?: { on(event: 'data', listener: (chunk: Buffer) => void): unknown; setTimeout(milliseconds: number): unknown; destroySoon(): void };
 }
 
 /** What the screen stage decided for a session at connect; the listener carries it out. */

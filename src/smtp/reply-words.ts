@@ -57,6 +57,10 @@ const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3}(?: |$)/;
  */
 export function postfixWords(code: number, text: string, name: string): WordedReply {
   if (code === 421 && text === 'Timeout - closing connection') return { code, text: `4.4.2 ${name} Error: timeout exceeded` };
+  // Not 4.4.2 (a timeout or a bad connection, the default for 421): a command the proxy cannot parse (X.5.2),
+  // and a client that broke the protocol by talking first (X.5.0, where postscreen says "Protocol error").
+  if (code === 421 && text === 'Error: Command line too long') return { code, text: `4.5.2 ${name} Error: command line too long` };
+  if (code === 421 && text === `${name} You talk too soon`) return { code, text: `4.5.0 ${name} Error: you talk too soon` };
   if (code === 552 && text.startsWith('Error: message exceeds fixed maximum message size')) return { code, text: '5.3.4 Error: message file too big' };
   const reworded = REWORDED.get(text);
   if (reworded && Math.floor(reworded.code / 100) === Math.floor(code / 100)) return reworded;

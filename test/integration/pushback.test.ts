@@ -204,7 +204,8 @@ describe('pushback', () => {
 
   it('observe mode computes and logs verdicts but enforces nothing', async () => {
     const test = await start('mode: observe\n');
-    expect(await earlyTalker(test.port, '127.17.0.1')).toBe(421);
+    // Not cut: the early talker gets the greeting (test/integration/observe-mode.test.ts), and is counted.
+    expect(await earlyTalker(test.port, '127.17.0.1')).toBe(220);
     await waitForAsync(async () => (await metric(test, /^pushback_verdicts_total\{action="tarpit"/)) === 1, 5_000, 'the verdict');
     expect(await completeSession(test.port, '127.17.0.1')).toBe(250);
     expect(await label(test, '127.17.0.1', 2)).toBe('observe:tarpit:cached');

@@ -98,6 +98,8 @@ describe('shutdown drain', () => {
     expect(stops()).toBe(1);
     expect(log.find((record) => record.msg === 'second shutdown request: closing every session now')).toMatchObject({ reason: 'SIGINT', sessionsLeft: 1 });
     expect(log[log.length - 1]).toMatchObject({ msg: 'drained and stopped', end: 'cut-short' });
+    // The README: "closing the sessions left with 421" only when the deadline came first.
+    expect(log.map((record) => record.msg)).not.toContain('closing the sessions left with 421');
   });
 
   it('a second request while the deadline waits for final replies stops waiting', async () => {
