@@ -126,6 +126,9 @@ describe('the proxy\'s own replies carry enhanced status codes', () => {
     const holder = await greeted(test.port, '127.40.1.4');
     await holder.command('EHLO holder.test');
     expect((await holder.command('MAIL FROM:<a@sender.test>')).code).toBe(250);
+    // In DATA: never cut to make room, however long it is silent.
+    expect((await holder.command('RCPT TO:<b@example.test>')).code).toBe(250);
+    expect((await holder.command('DATA')).code).toBe(354);
     const sameAddress = await connect(test.port, '127.40.1.4');
     expectEnhanced(await sameAddress.reply(), 421, /too many connections from 127\.40\.1\.4/);
     const other = await greeted(test.port, '127.40.1.5');
