@@ -5,7 +5,7 @@
 // and spamd hands its slots out first come; neither frees a slot a silent client holds.
 // Pure: the listener gives a view of each session and closes the one chosen here.
 
-/** Why a session was chosen, worst first; also the label of pushback_sessions_evicted_total. */
+/** Why a session was chosen, worst first; also the label of smtp_pushback_sessions_evicted_total. */
 export type EvictionReason = 'silent' | 'idle-after-helo' | 'suspect' | 'idle' | 'trusted-idle';
 
 /** Also counted: a transaction silent the longest, cut to free its Postfix process (upstream-share.ts). */
