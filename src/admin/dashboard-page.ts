@@ -79,7 +79,7 @@ const BODY = `
 <div id="banner" role="status" data-state="ok" hidden></div>
 <main>
   <section class="card status-card" id="status-card">
-    <h2>Server status (seed 000)</h2>
+    <h2>Entropy status of the server</h2>
     <b id="status">loading</b>
     <div id="reason" class="muted"></div>
     <dl>
@@ -128,7 +128,7 @@ const BODY = `
     <div id="pair-sources" class="scroll"></div>
   </section>
   <section class="card span2">
-    <h2>Top sources by SFDS flows (seed 001, set <span id="sfds-set"></span>)</h2>
+    <h2>Top sources by SFDS flows (set <span id="sfds-set"></span>)</h2>
     <div id="sfds-sources" class="scroll"></div>
   </section>
   <section class="card" id="quarantine-card">

@@ -57,7 +57,7 @@ program
 
 program
   .command('entropy')
-  .description("the entropy status (seed 000) of windows you give: H(Pn), H(Pa), D and S per window")
+  .description("the entropy status of windows you give: H(Pn), H(Pa), D and S per window")
   .requiredOption('--normal <counts>', 'normal pairs per window, comma-separated (e.g. 100,95,87)')
   .requiredOption('--abnormal <counts>', 'abnormal pairs per window, comma-separated (e.g. 0,5,13)')
   .option('--delta <bits>', 'delta: |D| <= delta is critical', parseNumber, 0.5)
@@ -89,7 +89,7 @@ program
 
 program
   .command('top')
-  .description("a running proxy's SFDS top sources (seed 001 Fig. 2): flows, packets, bytes, mean size, duration, rate")
+  .description("a running proxy's SFDS top sources: flows, packets, bytes, mean size, duration, rate")
   .option('-n, --n <count>', 'how many sources', parseNumber, 20)
   .option('--set <name>', 'the SFDS threshold set (default: the first)')
   .option('--admin <host:port>', 'admin listener (default: PUSHBACK_ADMIN, the policy, or 127.0.0.1:8025)')

@@ -28,7 +28,7 @@ async function connect(localAddress: string): Promise<SmtpDialog> {
   return dialog;
 }
 
-/** A client that takes the greeting and says nothing: seed 000's attacker. */
+/** A client that takes the greeting and says nothing: the entropy paper's attacker. */
 async function silent(localAddress: string): Promise<SmtpDialog> {
   const dialog = await connect(localAddress);
   expect((await dialog.reply()).code).toBe(220);
