@@ -58,7 +58,7 @@ export function metricTotal(metrics: Metrics, name: string): number | undefined 
 
 /** Verdicts that push back (every action but "pass"); undefined while the metric does not exist. */
 export function pushbackVerdicts(metrics: Metrics): number | undefined {
-  const byAction = metricByLabel(metrics, 'pushback_verdicts_total', 'action');
+  const byAction = metricByLabel(metrics, 'smtp_pushback_verdicts_total', 'action');
   return byAction && Object.entries(byAction).reduce((sum, [action, value]) => (action === 'pass' ? sum : sum + value), 0);
 }
 
@@ -136,7 +136,7 @@ export class AdminPoller {
         Object.assign(sample, status);
         const verdicts = pushbackVerdicts(metrics);
         if (verdicts !== undefined) sample.verdicts = verdicts;
-        const tarpitActive = metricTotal(metrics, 'pushback_tarpit_active');
+        const tarpitActive = metricTotal(metrics, 'smtp_pushback_tarpit_active');
         if (tarpitActive !== undefined) sample.tarpitActive = tarpitActive;
         this.samples.push(sample);
       } catch {

@@ -58,13 +58,13 @@ export interface PhaseResult {
   flash?: Traffic;
   attack?: Traffic & { afterDetection?: { sessions: number; reached: number }; peakHeld?: number };
   proxy?: {
-    /** pushback_actions_total by action over the phase; undefined while the metric does not exist. */
+    /** smtp_pushback_actions_total by action over the phase; undefined while the metric does not exist. */
     actions?: Record<string, number>;
     /** Decisions counted with enforced="false" (observe mode). */
     notEnforced?: Record<string, number>;
-    /** pushback_verdicts_total by detector. */
+    /** smtp_pushback_verdicts_total by detector. */
     verdictsByDetector?: Record<string, number>;
-    /** pushback_quarantine_entries when the phase ended. */
+    /** smtp_pushback_quarantine_entries when the phase ended. */
     quarantinedAtEnd?: number;
     sessionsByEnd?: Record<string, number>;
     dangerAfterSeconds?: number;

@@ -208,7 +208,7 @@ function spamSession(context: ScenarioContext, localAddress: string, kind: strin
 /**
  * A message of about 1.5 KB, legitimate and attack alike: the headers a real mailer writes (MIME,
  * list and tracking headers) and a short text body. Real mail, spam included, is rarely smaller;
- * SFDS's mean packet size (seed 001) tells data-carrying sessions by exactly this.
+ * SFDS's mean packet size tells data-carrying sessions by exactly this.
  */
 function message(kind: string, index: number, to: string, from: string): MessagePlan {
   const domain = from.split('@')[1] as string;

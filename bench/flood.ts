@@ -299,11 +299,11 @@ function proxySummary(child: Child, timeline: AdminTimeline): NonNullable<PhaseR
   const summary: NonNullable<PhaseResult['proxy']> = { failedPolls: timeline.failedPolls, log: summariseProxyLog(child.stdout(), child.stderr()).slice(0, 10) };
   const final = timeline.final;
   // In observe mode decisions are counted with enforced="false": those were not carried out.
-  const actions = final && metricByLabel(final, 'pushback_actions_total', 'action', (labels) => labels.enforced !== 'false');
-  const observed = final && metricByLabel(final, 'pushback_actions_total', 'action', (labels) => labels.enforced === 'false');
-  const verdicts = final && metricByLabel(final, 'pushback_verdicts_total', 'detector');
-  const sessionsByEnd = final && metricByLabel(final, 'pushback_sessions_total', 'end');
-  const quarantined = final && metricTotal(final, 'pushback_quarantine_entries');
+  const actions = final && metricByLabel(final, 'smtp_pushback_actions_total', 'action', (labels) => labels.enforced !== 'false');
+  const observed = final && metricByLabel(final, 'smtp_pushback_actions_total', 'action', (labels) => labels.enforced === 'false');
+  const verdicts = final && metricByLabel(final, 'smtp_pushback_verdicts_total', 'detector');
+  const sessionsByEnd = final && metricByLabel(final, 'smtp_pushback_sessions_total', 'end');
+  const quarantined = final && metricTotal(final, 'smtp_pushback_quarantine_entries');
   if (actions) summary.actions = actions;
   if (observed && Object.values(observed).some((count) => count > 0)) summary.notEnforced = observed;
   if (verdicts) summary.verdictsByDetector = verdicts;

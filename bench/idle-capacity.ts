@@ -109,7 +109,7 @@ export interface IdleCapacityResult {
     heapUsedBytes: number;
     rssBytes: number;
     externalBytes: number;
-    /** Connections held, from the proxy's pushback_sessions_active (median of the samples, less the idle state's). */
+    /** Connections held, from the proxy's smtp_pushback_sessions_active (median of the samples, less the idle state's). */
     connections: number;
     /** Client side, the fewest idle connections at any held sample. */
     clientIdleMin: number;
@@ -128,14 +128,14 @@ export interface IdleCapacityResult {
 }
 
 const METRIC = {
-  heapUsed: 'pushback_process_nodejs_heap_size_used_bytes',
-  rss: 'pushback_process_process_resident_memory_bytes',
-  external: 'pushback_process_nodejs_external_memory_bytes',
-  lagP50: 'pushback_process_nodejs_eventloop_lag_p50_seconds',
-  lagP99: 'pushback_process_nodejs_eventloop_lag_p99_seconds',
-  lagMax: 'pushback_process_nodejs_eventloop_lag_max_seconds',
-  sessions: 'pushback_sessions_active',
-  status: 'pushback_status',
+  heapUsed: 'nodejs_heap_size_used_bytes',
+  rss: 'process_resident_memory_bytes',
+  external: 'nodejs_external_memory_bytes',
+  lagP50: 'nodejs_eventloop_lag_p50_seconds',
+  lagP99: 'nodejs_eventloop_lag_p99_seconds',
+  lagMax: 'nodejs_eventloop_lag_max_seconds',
+  sessions: 'smtp_pushback_sessions_active',
+  status: 'smtp_pushback_status',
 } as const;
 
 /** Descriptors this process needs besides its client sockets: Node's own, pipes to children, scrapes. */

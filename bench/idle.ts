@@ -65,7 +65,7 @@ function printReport(result: IdleCapacityResult): void {
   report(`opening:  ${count(opening.connected)} connected, ${count(opening.idle)} idle in ${opening.elapsedSeconds.toFixed(1)} s (${count(opening.idle / Math.max(0.001, opening.elapsedSeconds))}/s, `
     + `at most ${count(opening.peakPending)} handshakes in flight)${failures ? `; not idle: ${failures}` : ''}`);
   report(`          proxy event-loop delay while opening: ${loop(opening.loop)} (bench's own p99 ${opening.benchLoopP99Ms.toFixed(1)} ms)`);
-  report(`held:     ${count(held.connections)} sessions in the proxy (pushback_sessions_active), at least ${count(held.clientIdleMin)} idle on the client side, `
+  report(`held:     ${count(held.connections)} sessions in the proxy (smtp_pushback_sessions_active), at least ${count(held.clientIdleMin)} idle on the client side, `
     + `sampled ${span} after the first connect (status ${statuses}); closed by the proxy by then: ${count(held.closedByProxy)}${held.reply421 ? ` (${count(held.reply421)} with 421)` : ''}`);
   report(`heap used: idle ${mb(idle.heapUsedBytes)}, held ${mb(held.heapUsedBytes)} (${how} ${held.samples.length}) -> ${kb(result.perConnection.heapBytes)} per connection`);
   report(`rss:       idle ${mb(idle.rssBytes)}, held ${mb(held.rssBytes)} -> ${kb(result.perConnection.rssBytes)} per connection; `

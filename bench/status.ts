@@ -45,7 +45,7 @@ interface Counters {
 async function readCounters(adminPort: number): Promise<Counters> {
   const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
   const value = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
-  return { roundTrips: value('pushback_redis_round_trips_total'), commands: value('pushback_smtp_commands_total') };
+  return { roundTrips: value('smtp_pushback_redis_round_trips_total'), commands: value('smtp_pushback_commands_total') };
 }
 
 async function deleteBenchKeys(): Promise<number> {

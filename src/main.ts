@@ -53,7 +53,7 @@ export interface RunningProxy {
    * drain short. Resolves once everything stopped.
    */
   shutdown(reason: string): Promise<void>;
-  /** The entropy status snapshot (seed 000). */
+  /** The entropy status snapshot. */
   status(): StatusSnapshot;
   /** What the screen acts on: the entropy status, at most 0 while Postfix is under pressure. */
   effectiveStatus(): ServerStatus;

@@ -68,6 +68,32 @@ svg .hn { stroke: var(--hn); } svg .ha { stroke: var(--ha); } svg .s { stroke: v
 svg .effective { stroke: var(--danger); stroke-dasharray: 5 4; }
 footer { margin-top: 14px; color: var(--muted); font-size: 12px; }
 #policy-error { color: var(--danger); }
+/* A laptop's first screen (1366x768) holds the status, its plot, the top sources and what is blocked:
+   four columns, the small cards in one row, the plot beside the top sources, the SFDS sources and the
+   blocked prefixes under it; their tables scroll inside their cards rather than push the page down. */
+@media (min-width: 1200px) {
+  body { padding: 12px 20px 20px; }
+  header { margin-bottom: 8px; }
+  h2 { margin-bottom: 6px; }
+  main { grid-template-columns: repeat(4, minmax(0, 1fr)); grid-template-areas:
+    "status entropy pairs load" "plot plot plot pairsources" "prefixes prefixes sfds sfds" "quarantine . . ."; }
+  .card { padding: 10px 12px; }
+  #status { font-size: 28px; }
+  .figure { font-size: 19px; }
+  dl { gap: 1px 12px; }
+  #status-card { grid-area: status; }
+  #entropy-card { grid-area: entropy; }
+  #pairs-card { grid-area: pairs; }
+  #load-card { grid-area: load; }
+  #plot-card { grid-area: plot; }
+  #pair-sources-card { grid-area: pairsources; }
+  #sfds-card { grid-area: sfds; }
+  #prefixes-card { grid-area: prefixes; }
+  #quarantine-card { grid-area: quarantine; }
+  #pair-sources { max-height: 290px; overflow-y: auto; }
+  #sfds-sources, #prefixes { max-height: 132px; overflow-y: auto; }
+  #prefixes table { min-width: 100%; }
+}
 `;
 
 const BODY = `
@@ -79,7 +105,7 @@ const BODY = `
 <div id="banner" role="status" data-state="ok" hidden></div>
 <main>
   <section class="card status-card" id="status-card">
-    <h2>Server status (seed 000)</h2>
+    <h2>Entropy status of the server</h2>
     <b id="status">loading</b>
     <div id="reason" class="muted"></div>
     <dl>
@@ -88,7 +114,7 @@ const BODY = `
       <dt>store</dt><dd id="store"></dd>
     </dl>
   </section>
-  <section class="card">
+  <section class="card" id="entropy-card">
     <h2>Entropy of the window</h2>
     <dl>
       <dt>H(Pn)</dt><dd><span id="h-normal" class="figure"></span> bits</dd>
@@ -97,7 +123,7 @@ const BODY = `
       <dt>critical while</dt><dd>|D| &le; <span id="delta"></span> bits</dd>
     </dl>
   </section>
-  <section class="card">
+  <section class="card" id="pairs-card">
     <h2>Pairs in the window (<span id="window-seconds"></span>)</h2>
     <dl>
       <dt>normal (Pn)</dt><dd id="normal-pairs" class="figure"></dd>
@@ -105,7 +131,7 @@ const BODY = `
       <dt>no source</dt><dd id="untracked-pairs"></dd>
     </dl>
   </section>
-  <section class="card">
+  <section class="card" id="load-card">
     <h2>Load</h2>
     <dl>
       <dt>sessions</dt><dd id="sessions-active"></dd>
@@ -113,7 +139,7 @@ const BODY = `
       <dt>Postfix</dt><dd><span id="upstream-pressure"></span> <span id="upstream-latency" class="muted"></span></dd>
     </dl>
   </section>
-  <section class="card wide">
+  <section class="card wide" id="plot-card">
     <h2>Last hour: H(Pn), H(Pa) and S</h2>
     <div class="legend">
       <span><i class="key-hn"></i>H(Pn) normal pairs <b id="legend-hn"></b></span>
@@ -123,19 +149,19 @@ const BODY = `
     </div>
     <svg id="plot" role="img" aria-label="H(Pn), H(Pa) and status S over the last hour"></svg>
   </section>
-  <section class="card">
+  <section class="card" id="pair-sources-card">
     <h2>Top sources by pairs</h2>
     <div id="pair-sources" class="scroll"></div>
   </section>
-  <section class="card span2">
-    <h2>Top sources by SFDS flows (seed 001, set <span id="sfds-set"></span>)</h2>
+  <section class="card span2" id="sfds-card">
+    <h2>Top sources by SFDS flows (set <span id="sfds-set"></span>)</h2>
     <div id="sfds-sources" class="scroll"></div>
   </section>
   <section class="card" id="quarantine-card">
     <h2>Quarantine</h2>
     <dl id="quarantine"></dl>
   </section>
-  <section class="card wide">
+  <section class="card wide" id="prefixes-card">
     <h2>Blocked prefixes</h2>
     <div id="prefixes-source"></div>
     <div id="prefixes" class="scroll"></div>

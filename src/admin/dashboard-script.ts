@@ -266,9 +266,10 @@ export const DASHBOARD_SCRIPT = String.raw`
     const left = 78;
     const right = 12;
     const top = 12;
-    const entropyHeight = 190;
-    const statusTop = top + entropyHeight + 26;
-    const statusHeight = 64;
+    // Heights kept small enough that on a 1366x768 screen the plot leaves room for the tables below it.
+    const entropyHeight = 150;
+    const statusTop = top + entropyHeight + 24;
+    const statusHeight = 54;
     const axisY = statusTop + statusHeight + 20;
     svg.setAttribute('viewBox', '0 0 ' + width + ' ' + (axisY + 4));
     svg.replaceChildren();

@@ -10,6 +10,7 @@ import { registerSfdsCommand } from './sfds-command.js';
 import { fetchTopSources, formatTopSources } from './top-command.js';
 import { terminalSafe } from './terminal-safe.js';
 import { createLogger } from '../log.js';
+import { defaultLogFormat, type LogFormat } from '../log-pretty.js';
 import { startProxy } from '../main.js';
 
 const program = new Command();
@@ -22,10 +23,11 @@ program
   .command('serve', { isDefault: true })
   .description('run the proxy (built-in defaults unless --config or PUSHBACK_POLICY names a policy file)')
   .option('-c, --config <file>', 'policy YAML file', process.env.PUSHBACK_POLICY)
-  .action(async (options: { config?: string }) => {
+  .option('--log-format <format>', 'json (one JSON object a line, for machines) or pretty (one readable line each); default: pretty when stdout is a terminal, else json', parseLogFormat)
+  .action(async (options: { config?: string; logFormat?: LogFormat }) => {
     const result = options.config ? await loadPolicyFile(options.config) : defaultPolicy();
     if (!result.ok) return exitWithProblems(result);
-    const logger = createLogger(result.policy.log.level);
+    const logger = createLogger(result.policy.log.level, undefined, options.logFormat ?? defaultLogFormat(process.stdout.isTTY));
     // With a policy file, SIGHUP and changes to the file reload it.
     const hooks = options.config ? { policySource: options.config } : {};
     const proxy = await startProxy(result.policy, logger, hooks).catch((error: Error) => {
@@ -55,7 +57,7 @@ program
 
 program
   .command('entropy')
-  .description("the entropy status (seed 000) of windows you give: H(Pn), H(Pa), D and S per window")
+  .description("the entropy status of windows you give: H(Pn), H(Pa), D and S per window")
   .requiredOption('--normal <counts>', 'normal pairs per window, comma-separated (e.g. 100,95,87)')
   .requiredOption('--abnormal <counts>', 'abnormal pairs per window, comma-separated (e.g. 0,5,13)')
   .option('--delta <bits>', 'delta: |D| <= delta is critical', parseNumber, 0.5)
@@ -87,7 +89,7 @@ program
 
 program
   .command('top')
-  .description("a running proxy's SFDS top sources (seed 001 Fig. 2): flows, packets, bytes, mean size, duration, rate")
+  .description("a running proxy's SFDS top sources: flows, packets, bytes, mean size, duration, rate")
   .option('-n, --n <count>', 'how many sources', parseNumber, 20)
   .option('--set <name>', 'the SFDS threshold set (default: the first)')
   .option('--admin <host:port>', 'admin listener (default: PUSHBACK_ADMIN, the policy, or 127.0.0.1:8025)')
@@ -120,6 +122,11 @@ function parseNumber(value: string): number {
   const number = Number(value);
   if (value.trim() === '' || !Number.isFinite(number) || number < 0) throw new InvalidArgumentError('expected a non-negative number');
   return number;
+}
+
+function parseLogFormat(value: string): LogFormat {
+  if (value !== 'json' && value !== 'pretty') throw new InvalidArgumentError('expected json or pretty');
+  return value;
 }
 
 function exitWithProblems(result: Extract<PolicyResult, { ok: false }>): void {

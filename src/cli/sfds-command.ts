@@ -1,4 +1,4 @@
-// `smtp-pushback sfds FILE…`: seed 001's detection offline, on the input the paper used, router NetFlow.
+// `smtp-pushback sfds FILE…`: SFDS offline, on the input the paper used, router NetFlow.
 // Reads nfdump CSV (or nfcapd files through nfdump) in the order given, keeps SMTP flows (TCP to the policy's
 // pushback.sfds.smtpPorts, or --port), replays them through the live detector's aggregator and thresholds,
 // and prints the top-N table and the flooding sources. Malformed lines go to stderr as FILE:LINE: reason
@@ -37,7 +37,7 @@ export interface Output {
 export function registerSfdsCommand(program: Command): void {
   program
     .command('sfds')
-    .description('SFDS (seed 001) on router NetFlow: nfdump CSV or nfcapd files -> top-N sources and flooding sources')
+    .description('SFDS (SMTP flooding detection) on router NetFlow: nfdump CSV or nfcapd files -> top-N sources and flooding sources')
     .argument('<files...>', 'nfdump -o csv output, or nfcapd files (read with nfdump -r); - is standard input; in time order')
     .option('-n, --top <count>', 'rows in the top-N table', positiveInteger, 20)
     .option('--set <name>', 'threshold set of the top-N table (default: the first)')

@@ -1,5 +1,5 @@
 // What `smtp-pushback sfds` prints: the inputs read, the top-N table at the end of the input (the live
-// `top` command's table, seed 001's Fig. 2), and the sources found flooding anywhere in it, as text or as
+// `top` command's table, the SFDS paper's Fig. 2), and the sources found flooding anywhere in it, as text or as
 // one JSON object. Pure formatting.
 import { windowPeriods, type ThresholdSet } from '../detect/sfds.js';
 import type { InputKind } from '../offline/netflow-input.js';

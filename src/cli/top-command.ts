@@ -1,4 +1,4 @@
-// `smtp-pushback top`: the SFDS top-N report of a running proxy (seed 001's Fig. 2): per source, its
+// `smtp-pushback top`: the SFDS top-N report of a running proxy (the SFDS paper's Fig. 2): per source, its
 // flows (sessions), packets, bytes, mean packet size, flooding duration and mean flow rate, from the
 // admin listener's /sources. The formatter is pure; cells pass through terminalSafe before they are measured.
 import type { SfdsRow } from '../detect/sfds.js';

@@ -1,5 +1,5 @@
 // The contacts file a policy may name (notices.contactsFile): network contacts for notices to source
-// networks, kept apart from the policy because they come from elsewhere (seed 001 built them from the
+// networks, kept apart from the policy because they come from elsewhere (the SFDS paper built them from the
 // router's routes and Rwhois). Two forms, by file name: YAML (.yaml, .yml), a list of entries like
 // notices.contacts; anything else, one network per line, "CIDR EMAIL ORGANISATION…", # starts a comment.
 // Every problem has file:line:column, like the policy's own; the loader merges the entries into the snapshot.

@@ -162,7 +162,7 @@ const stateSchema = z.strictObject({
 
 const entropySchema = z
   .strictObject({
-    /** Length of the rolling window of pairs (seed 000's Tw). */
+    /** Length of the rolling window of pairs (the entropy paper's Tw). */
     windowSeconds: positiveInt.default(10),
     /** The window slides by buckets of this length. */
     bucketSeconds: positiveInt.default(1),
@@ -299,9 +299,9 @@ const pushbackSchema = z.strictObject({
   stressIdleTimeoutSeconds: positiveInt.default(10),
   /** Points a source gets from each detector; the action table below turns points into an action. */
   scores: z.strictObject({
-    /** Abnormal pairs while the server status is 0 or -1 (seed 000). */
+    /** Abnormal pairs while the server status is 0 or -1 (entropy status). */
     entropy: z.number().nonnegative().default(5),
-    /** Flooding under an SFDS threshold set (seed 001). */
+    /** Flooding under an SFDS threshold set. */
     sfds: z.number().nonnegative().default(15),
     earlyTalker: z.number().nonnegative().default(10),
     nonSmtp: z.number().nonnegative().default(30),
@@ -399,7 +399,7 @@ const pushbackSchema = z.strictObject({
 
 const emailAddress = z.email('expected an email address (user@domain.example)');
 
-/** One network's contact (seed 001 §3.1: organisation, administrator, email, sub-network). */
+/** One network's contact (the SFDS paper's §3.1: organisation, administrator, email, sub-network). */
 export const noticeContactSchema = z.strictObject({
   /** The network, CIDR or address; a source gets the contact of the longest prefix holding it. */
   cidr,

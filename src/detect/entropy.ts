@@ -1,4 +1,4 @@
-// Entropy status of a server from its command/response pairs (seed 000 paper, reading fixed by our issue).
+// Entropy status of a server from its command/response pairs (the entropy paper, Chen et al. 2012, as our issue reads it).
 // Per time window: Pn normal pairs (reply answered by the client's next command), Pa abnormal pairs (reply the
 // client never answered). H(x) = -log2(x/P), distance D = H(Pa) - H(Pn) = log2(Pn/Pa), and the status compares
 // D with a margin delta. Pure functions of numbers: no clock, no I/O.
@@ -44,7 +44,7 @@ function assertCount(name: string, value: number): void {
 }
 
 /**
- * log2 as seed 000 computed it: log10(x) / 0.301. Every one of the paper's twenty printed H values is this
+ * log2 as the entropy paper computed it: log10(x) / 0.301. Every one of the paper's twenty printed H values is this
  * rounded to three decimals, and four of them (2.944, 1.600, 0.972, 2.185) differ from exact log2 in the third
  * decimal; our issue requires the example to come out as printed. The two differ by 0.01 %, far below any
  * delta an operator would set, so the status is the same either way.

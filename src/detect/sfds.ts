@@ -1,4 +1,4 @@
-// SFDS, seed 001's SMTP flooding detection, over what the proxy sees of each session instead of NetFlow.
+// SFDS, the SMTP flooding detection system of Yang and Tseng (2005), over what the proxy sees of each session instead of NetFlow.
 // Traffic is aggregated per source and period (the paper's virtual flow is client address, proxy address,
 // proxy port; per source we count how many of those it used). A source floods under a threshold set when its
 // mean packet size, mean flow rate and flooding duration all STRICTLY exceed the set's values (formula 7).

@@ -1,4 +1,4 @@
-// Notices to source networks (seed 001 §3): when a source gets a verdict with an SFDS finding, the
+// Notices to source networks (the SFDS paper's §3): when a source gets a verdict with an SFDS finding, the
 // contact of its network gets one email with the flooding records and what the proxy did. Off the
 // session path: flag() only notes the source; after batchDelayMs one notice per contact address lists
 // every source of its networks flagged meanwhile, then goes to a bounded queue and out through the

@@ -1,5 +1,5 @@
 // Who hears about a flooding source: the contact whose network is the longest prefix holding it, as
-// seed 001 §3.2 looked the source up in its Rwhois database of routes and contacts. Pure; built once
+// the SFDS paper (§3.2) looked the source up in its Rwhois database of routes and contacts. Pure; built once
 // per policy snapshot from the validated contacts (inline and from the contacts file).
 import type { NoticeContact } from '../config/schema.js';
 import { CidrList, parseCidr } from '../policy/cidr-list.js';

@@ -1,4 +1,4 @@
-// The notice to a source network's contact (seed 001 §3.2: "the aggregated flooding records" sent to the
+// The notice to a source network's contact (the SFDS paper's §3.2: "the aggregated flooding records" sent to the
 // responsible administrator): a subject naming the source and the threshold set, a plain-text body with
 // one record per flooding source and set, and the same records as CSV. Pure: records in, text out.
 import type { SfdsStats, ThresholdSet } from '../detect/sfds.js';

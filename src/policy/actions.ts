@@ -1,4 +1,4 @@
-// Graded pushback: which action a suspect source gets, from the server's entropy status (seed 000) and the
+// Graded pushback: which action a suspect source gets, from the server's entropy status and the
 // source's score from the live detectors. The table is the operator's: ordered rows, the first row matching
 // both the status and the score wins, and a source no row matches is passed. Deciding only; the enforce
 // stage carries the action out.

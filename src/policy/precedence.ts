@@ -40,7 +40,7 @@ export interface DecisionInput {
   /** The verdict cached for the source, if any (expired ones are ignored here). */
   cachedVerdict: Verdict | undefined;
   provenSender: ProvenSender | undefined;
-  /** Seed 000's entropy status of the server right now. */
+  /** The entropy status of the server right now. */
   serverStatus: ServerStatus;
   findings: readonly DetectorFinding[];
 }

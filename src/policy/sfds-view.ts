@@ -1,4 +1,4 @@
-// The SFDS finding the screen reads for a source (seed 001): which threshold set it floods under and
+// The SFDS finding the screen reads for a source: which threshold set it floods under and
 // the numbers that made it so.
 export interface SfdsFinding {
   set: string;

@@ -1,11 +1,11 @@
 // Eviction instead of refusal: when client slots run short, the session that least looks like mail
-// makes room for a newcomer, instead of the newcomer being told 421. An idle-connection flood (seed
-// 000's attack: connect, take the greeting, say nothing) otherwise fills every slot in seconds and
+// makes room for a newcomer, instead of the newcomer being told 421. An idle-connection flood (the
+// entropy paper's attack: connect, take the greeting, say nothing) otherwise fills every slot in seconds and
 // shuts legitimate senders out for as long as it lasts. postscreen answers "all server ports busy"
 // and spamd hands its slots out first come; neither frees a slot a silent client holds.
 // Pure: the listener gives a view of each session and closes the one chosen here.
 
-/** Why a session was chosen, worst first; also the label of pushback_sessions_evicted_total. */
+/** Why a session was chosen, worst first; also the label of smtp_pushback_sessions_evicted_total. */
 export type EvictionReason = 'silent' | 'idle-after-helo' | 'suspect' | 'idle' | 'trusted-idle';
 
 /** Also counted: a transaction silent the longest, cut to free its Postfix process (upstream-share.ts). */

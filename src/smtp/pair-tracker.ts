@@ -1,4 +1,4 @@
-// Command/response pairs of one session, the raw material of the entropy detector (seed 000).
+// Command/response pairs of one session, the raw material of the entropy status.
 // A reply that expects an answer opens a pair; the client's next command (or, after 354, the end
 // of the message) closes it as normal; a session that ends while a pair is open (the client timed
 // out or dropped) closes it as abnormal. Replies after which the server itself hangs up (221 after

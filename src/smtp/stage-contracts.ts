@@ -17,7 +17,7 @@ export interface SessionObserver {
   /** A reply of Postfix's (code undefined: a time-out) to the session of source: back-pressure counts 4xx per source. */
   upstreamReply(step: string, milliseconds: number, code: number | undefined, source: ReplySource): void;
   sessionEnded(record: SessionRecord): void;
-  /** A session was closed to make room for a newcomer (pushback_sessions_evicted_total). */
+  /** A session was closed to make room for a newcomer (smtp_pushback_sessions_evicted_total). */
   evicted?(reason: EvictionCount): void;
 }
 

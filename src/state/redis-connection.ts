@@ -9,7 +9,7 @@
 //                                                                   Sentinel, sentinel port 26379; user and
 //                                                                   password are for the master and replicas
 //   rediss+sentinel://…                                             the same, TLS to the Sentinels and the master
-//   redis+cluster://[user[:password]@]host[:port][,host[:port]…]    Cluster seed nodes, port 6379, no db
+//   redis+cluster://[user[:password]@]host[:port][,host[:port]…]    Cluster startup nodes, port 6379, no db
 //   rediss+cluster://…                                              the same over TLS
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 

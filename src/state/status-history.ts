@@ -1,5 +1,5 @@
-// The last hour of status snapshots, for the dashboard's plot of H(Pn), H(Pa) and S over time (seed 000's
-// Fig. 5). A fixed-size ring: memory stays bounded by count whatever the tick rate, and ticks faster than
+// The last hour of status snapshots, for the dashboard's plot of H(Pn), H(Pa) and S over time (the entropy
+// paper's Fig. 5). A fixed-size ring: memory stays bounded by count whatever the tick rate, and ticks faster than
 // the sample spacing are thinned (one point kept per spacing). No I/O; /status/history reads it.
 import type { ServerStatus } from '../detect/entropy.js';
 import type { StatusSnapshot } from './status-monitor.js';

@@ -1,4 +1,4 @@
-// The real pipeline of seed 001's input: SMTP sessions on loopback, softflowd exporting NetFlow v9 of them to
+// The real pipeline of the SFDS paper's input: SMTP sessions on loopback, softflowd exporting NetFlow v9 of them to
 // nfcapd, and `smtp-pushback sfds` reading the file nfcapd wrote (through nfdump). Each session from our
 // bound client address must come out as exactly one flow, carrying at least the bytes the client sent.
 // In CI softflowd and nfdump are installed by .ci/install-deps.sh and the suite runs as root, so a missing

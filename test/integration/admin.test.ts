@@ -67,12 +67,12 @@ describe('admin HTTP', () => {
       { source: '127.0.0.1', normal: 6, abnormal: 0 },
     ]);
     const metrics = await (await fetch(`http://${admin}/metrics`)).text();
-    expect(metrics).toMatch(/^pushback_pairs_total\{kind="normal"\} 6$/m);
-    expect(metrics).toMatch(/^pushback_pairs_total\{kind="abnormal"\} 1$/m);
-    expect(metrics).toMatch(/^pushback_transactions_total\{outcome="relayed"\} 1$/m);
-    expect(metrics).toMatch(/^pushback_upstream_reply_seconds_count\{step="dot"\} 1$/m);
-    expect(metrics).toMatch(/^pushback_status 1$/m);
-    expect(metrics).toMatch(/^pushback_state_degraded 0$/m);
+    expect(metrics).toMatch(/^smtp_pushback_pairs_total\{kind="normal"\} 6$/m);
+    expect(metrics).toMatch(/^smtp_pushback_pairs_total\{kind="abnormal"\} 1$/m);
+    expect(metrics).toMatch(/^smtp_pushback_transactions_total\{outcome="relayed"\} 1$/m);
+    expect(metrics).toMatch(/^smtp_pushback_upstream_reply_seconds_count\{step="dot"\} 1$/m);
+    expect(metrics).toMatch(/^smtp_pushback_status 1$/m);
+    expect(metrics).toMatch(/^smtp_pushback_state_degraded 0$/m);
   });
 
   it('`smtp-pushback status` prints the same readably and as JSON', async () => {

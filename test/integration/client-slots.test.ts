@@ -28,7 +28,7 @@ async function connect(localAddress: string): Promise<SmtpDialog> {
   return dialog;
 }
 
-/** A client that takes the greeting and says nothing: seed 000's attacker. */
+/** A client that takes the greeting and says nothing: the entropy paper's attacker. */
 async function silent(localAddress: string): Promise<SmtpDialog> {
   const dialog = await connect(localAddress);
   expect((await dialog.reply()).code).toBe(220);
@@ -70,7 +70,7 @@ describe('eviction instead of refusal', () => {
     // The greeting those clients never answered is an abnormal pair.
     expect(evictedRecords.every((record) => record.pairs.abnormal === 1)).toBe(true);
     const metrics = await (await fetch(`http://127.0.0.1:${proxy.proxy.adminAddress.port}/metrics`)).text();
-    expect(metrics).toMatch(/pushback_sessions_evicted_total\{reason="silent"\} [4-9]/);
+    expect(metrics).toMatch(/smtp_pushback_sessions_evicted_total\{reason="silent"\} [4-9]/);
   });
 
   it('closes a client idle after EHLO before one that has sent mail, and refuses the newcomer only when nothing can go', async () => {

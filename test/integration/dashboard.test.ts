@@ -218,6 +218,30 @@ describe('dashboard in a real browser', () => {
     }
   });
 
+  it("shows the status, its plot, the top sources and the blocked prefixes on a laptop's first screen (1366x768)", { timeout: 30_000 }, async () => {
+    const viewport = { width: 1366, height: 768 };
+    const page = await browser!.newPage({ viewport });
+    try {
+      const errors = watchErrors(page);
+      await page.goto(`${admin}/dashboard?refresh=300`, { timeout: 15_000 });
+      await page.locator('#plot[data-points]').waitFor({ timeout: 10_000 });
+      await page.locator('#prefixes[data-source="pushback"] tbody tr').first().waitFor({ timeout: 10_000 });
+      await page.locator('#sfds-sources tbody tr').first().waitFor({ timeout: 10_000 });
+      for (const panel of ['#status-card', '#plot-card', '#pair-sources-card', '#sfds-card', '#prefixes-card']) {
+        const box = await page.locator(panel).boundingBox();
+        expect(box, panel).not.toBeNull();
+        expect({ panel, left: box!.x >= 0, top: box!.y >= 0, right: box!.x + box!.width <= viewport.width, bottom: box!.y + box!.height <= viewport.height })
+          .toEqual({ panel, left: true, top: true, right: true, bottom: true });
+      }
+      // Seen without scrolling: the page is at its top, and the plot was drawn, not just laid out.
+      expect(await page.evaluate('window.scrollY')).toBe(0);
+      expect(Number(await page.locator('#plot').getAttribute('data-points'))).toBeGreaterThanOrEqual(1);
+      expect(errors).toEqual([]);
+    } finally {
+      await page.close();
+    }
+  });
+
   it('says the data is stale when the status stops being recomputed', { timeout: 30_000 }, async () => {
     const page = await browser!.newPage();
     try {

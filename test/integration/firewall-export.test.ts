@@ -101,8 +101,8 @@ describe('firewall export', () => {
     // Atomic writes leave no temporary files behind.
     expect(readdirSync(directory).sort()).toEqual(['command.log', 'pushback.nft']);
     await waitForAsync(async () => readFileSync(log, 'utf8').includes('127.44.0.9'), 5_000, 'the command to run on the change');
-    expect(await metric(proxy, /^pushback_firewall_commands_total\{result="ok"\}/)).toBeGreaterThanOrEqual(2);
-    expect(await metric(proxy, /^pushback_firewall_prefixes\{family="ipv4"\}/)).toBe(2);
+    expect(await metric(proxy, /^smtp_pushback_firewall_commands_total\{result="ok"\}/)).toBeGreaterThanOrEqual(2);
+    expect(await metric(proxy, /^smtp_pushback_firewall_prefixes\{family="ipv4"\}/)).toBe(2);
     if (nftAvailable) expect(spawnSync('nft', ['-c', '-f', file], { encoding: 'utf8' }).stderr).toBe('');
     expect((await admin(proxy, '/pushback?format=xml')).status).toBe(400);
     const first = (await (await admin(proxy, '/pushback?limit=1')).json()) as PushbackBody & { total: number };
@@ -142,16 +142,16 @@ describe('firewall export', () => {
     const proxy = await start('pushback: { deny: ["203.0.113.0/24"], firewall: { command: ["/bin/sleep", "30"], commandTimeoutMs: 300 } }\n');
     // The command hangs from the start; mail still flows while it does.
     expect(await completeSession(proxy.port, '127.44.2.1')).toBe(250);
-    await waitForAsync(async () => (await metric(proxy, /^pushback_firewall_commands_total\{result="timeout"\}/)) === 1, 5_000, 'the command to time out');
+    await waitForAsync(async () => (await metric(proxy, /^smtp_pushback_firewall_commands_total\{result="timeout"\}/)) === 1, 5_000, 'the command to time out');
 
     // A command that leaves a child behind holding stderr still counts as done when it exits.
     const detaching = await start('pushback: { deny: ["203.0.113.0/24"], firewall: { command: ["/bin/sh", "-c", "sleep 30 & exit 0"], commandTimeoutMs: 60000 } }\n');
-    await waitForAsync(async () => (await metric(detaching, /^pushback_firewall_commands_total\{result="ok"\}/)) === 1, 5_000, 'the detaching command to count as done');
+    await waitForAsync(async () => (await metric(detaching, /^smtp_pushback_firewall_commands_total\{result="ok"\}/)) === 1, 5_000, 'the detaching command to count as done');
 
     const failing = await start('pushback: { deny: ["203.0.113.0/24"], firewall: { command: ["/bin/false"] } }\n');
-    await waitForAsync(async () => (await metric(failing, /^pushback_firewall_commands_total\{result="failed"\}/)) === 1, 5_000, 'the failure to be counted');
+    await waitForAsync(async () => (await metric(failing, /^smtp_pushback_firewall_commands_total\{result="failed"\}/)) === 1, 5_000, 'the failure to be counted');
     const missing = await start('pushback: { deny: ["203.0.113.0/24"], firewall: { command: ["/nonexistent/nft"] } }\n');
-    await waitForAsync(async () => (await metric(missing, /^pushback_firewall_commands_total\{result="failed"\}/)) === 1, 5_000, 'a missing program to be counted');
+    await waitForAsync(async () => (await metric(missing, /^smtp_pushback_firewall_commands_total\{result="failed"\}/)) === 1, 5_000, 'a missing program to be counted');
     expect(await completeSession(missing.port, '127.44.2.2')).toBe(250);
   });
 });

@@ -222,12 +222,12 @@ describe('notices to source networks', () => {
     // The sink has the mail a moment before the proxy hears its 250 and logs the send.
     await waitFor(() => logged(test, 'notice to a source network sent').length > 0, 5_000, () => 'the log line of the sent notice');
     expect(logged(test, 'notice to a source network sent')).toEqual([expect.objectContaining({ to: 'abuse@school.example', networks: ['127.20.0.0/16'] })]);
-    expect(await metric(test.proxy, /^pushback_notices_total\{outcome="sent"\}/)).toBe(1);
+    expect(await metric(test.proxy, /^smtp_pushback_notices_total\{outcome="sent"\}/)).toBe(1);
 
     // A third host of the school floods within the period: logged as suppressed, no second mail. (The
     // /24 of the lab has a contact of its own, so its hosts are not the school's.)
     await flood(test.port, '127.20.0.3');
-    await waitForAsync(async () => (await metric(test.proxy, /^pushback_notices_total\{outcome="suppressed"\}/)) === 1, 10_000, 'the suppressed notice');
+    await waitForAsync(async () => (await metric(test.proxy, /^smtp_pushback_notices_total\{outcome="suppressed"\}/)) === 1, 10_000, 'the suppressed notice');
     expect(logged(test, 'notice to a source network suppressed: this node sent the contact a notice this period'))
       .toEqual([expect.objectContaining({ sources: ['127.20.0.3'], to: 'abuse@school.example' })]);
     expect(sink.messages).toHaveLength(1);
@@ -237,11 +237,11 @@ describe('notices to source networks', () => {
     sink = await SmtpSink.start();
     const test = await startNoticeProxy(noticesPolicy(`  relay: { address: "127.0.0.1:${sink.port}" }\n  batchDelayMs: 0\n`));
     await flood(test.port, '127.21.0.1');
-    await waitForAsync(async () => (await metric(test.proxy, /^pushback_notices_total\{outcome="no_contact"\}/)) === 1, 10_000, 'the no-contact count');
+    await waitForAsync(async () => (await metric(test.proxy, /^smtp_pushback_notices_total\{outcome="no_contact"\}/)) === 1, 10_000, 'the no-contact count');
     expect(logged(test, 'no contact for the network of a flooding source: no notice')).toEqual([expect.objectContaining({ source: '127.21.0.1', verdict: 'quarantine' })]);
     // The verdict itself was stored and logged as usual; only the notice is missing.
-    expect(await metric(test.proxy, /^pushback_verdicts_total\{action="quarantine",detector="sfds"\}/)).toBe(1);
-    expect(await metric(test.proxy, /^pushback_notices_total\{outcome="sent"\}/)).toBe(0);
+    expect(await metric(test.proxy, /^smtp_pushback_verdicts_total\{action="quarantine",detector="sfds"\}/)).toBe(1);
+    expect(await metric(test.proxy, /^smtp_pushback_notices_total\{outcome="sent"\}/)).toBe(0);
     expect(sink.messages).toEqual([]);
   });
 
@@ -249,7 +249,7 @@ describe('notices to source networks', () => {
     const dryRunDir = join(mkdtempSync(join(tmpdir(), 'pushback-notices-')), 'outbox');
     const test = await startNoticeProxy(`mode: observe\n${noticesPolicy(`  dryRunDir: ${dryRunDir}\n  batchDelayMs: 0\n  cc: [abuse-desk@mx.example.org]\n`)}`);
     await flood(test.port, '127.20.9.7');
-    await waitForAsync(async () => (await metric(test.proxy, /^pushback_notices_total\{outcome="sent"\}/)) === 1, 10_000, 'the dry-run notice');
+    await waitForAsync(async () => (await metric(test.proxy, /^smtp_pushback_notices_total\{outcome="sent"\}/)) === 1, 10_000, 'the dry-run notice');
     const files = readdirSync(dryRunDir);
     expect(files).toEqual([expect.stringMatching(/^\d{4}-\d\d-\d\dT[\d-]+Z-lab@school\.example-[0-9a-f]{6}\.eml$/)]);
     const file = join(dryRunDir, files[0]!);
@@ -286,13 +286,13 @@ describe('notices to source networks', () => {
     const relayPort = (silent.address() as net.AddressInfo).port;
     const test = await startNoticeProxy(noticesPolicy(`  relay: { address: "127.0.0.1:${relayPort}", timeoutMs: 300 }\n  batchDelayMs: 0\n`));
     await flood(test.port, '127.20.6.1');
-    await waitForAsync(async () => (await metric(test.proxy, /^pushback_notices_total\{outcome="failed"\}/)) === 1, 10_000, 'the failed notice');
+    await waitForAsync(async () => (await metric(test.proxy, /^smtp_pushback_notices_total\{outcome="failed"\}/)) === 1, 10_000, 'the failed notice');
     expect(logged(test, 'notice to a source network failed; a later flooding verdict may try again'))
       .toEqual([expect.objectContaining({ to: 'abuse@school.example', sources: ['127.20.6.1'], err: expect.objectContaining({ message: expect.stringMatching(/greeting never received|timed out/i) }) })]);
     // The failed notice gave its claim back: the next flooding host of the school is tried, not suppressed.
     await flood(test.port, '127.20.6.2');
-    await waitForAsync(async () => (await metric(test.proxy, /^pushback_notices_total\{outcome="failed"\}/)) === 2, 10_000, 'the second attempt');
-    expect(await metric(test.proxy, /^pushback_notices_total\{outcome="suppressed"\}/)).toBe(0);
+    await waitForAsync(async () => (await metric(test.proxy, /^smtp_pushback_notices_total\{outcome="failed"\}/)) === 2, 10_000, 'the second attempt');
+    expect(await metric(test.proxy, /^smtp_pushback_notices_total\{outcome="suppressed"\}/)).toBe(0);
   });
 
   it('two proxies sharing Redis send one notice per contact between them', async () => {
@@ -307,10 +307,10 @@ describe('notices to source networks', () => {
     await waitFor(() => sink!.messages.length === 1, 10_000, () => 'the notice from node A');
     // Another school host floods node B: B's SFDS flags it, but A already sent the school its notice.
     await flood(nodeB.port, '127.20.5.2');
-    await waitForAsync(async () => (await metric(nodeB.proxy, /^pushback_notices_total\{outcome="suppressed"\}/)) === 1, 10_000, 'node B to suppress its notice');
+    await waitForAsync(async () => (await metric(nodeB.proxy, /^smtp_pushback_notices_total\{outcome="suppressed"\}/)) === 1, 10_000, 'node B to suppress its notice');
     expect(logged(nodeB, 'notice to a source network suppressed: another node sent the contact a notice this period'))
       .toEqual([expect.objectContaining({ sources: ['127.20.5.2'], to: 'abuse@school.example' })]);
-    expect(await metric(nodeB.proxy, /^pushback_notices_total\{outcome="sent"\}/)).toBe(0);
+    expect(await metric(nodeB.proxy, /^smtp_pushback_notices_total\{outcome="sent"\}/)).toBe(0);
     expect(sink.messages).toHaveLength(1);
   });
 });

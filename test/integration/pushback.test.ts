@@ -66,7 +66,7 @@ describe('pushback', () => {
     await waitForAsync(async () => test.proxy.status().status === -1, 5_000, 'status -1');
     // The same sources again, now that the server is in danger: their abandoned sessions earn verdicts.
     await inParallel(20, 10, (index) => abandonedSession(test.port, `127.10.1.${index + 1}`));
-    await waitForAsync(async () => (await metric(test, /^pushback_verdicts_total\{action="defer",detector="prefix"\}/)) > 0, 5_000, 'a prefix verdict');
+    await waitForAsync(async () => (await metric(test, /^smtp_pushback_verdicts_total\{action="defer",detector="prefix"\}/)) > 0, 5_000, 'a prefix verdict');
     // A source seen before, and one never seen, from the same /24: both refused before any SMTP.
     expect(await firstReply(test.port, '127.10.1.3')).toEqual({ code: 421, text: expect.stringMatching(/^4\.7\.0 .*try again later/) });
     expect((await firstReply(test.port, '127.10.1.250')).code).toBe(421);
@@ -83,7 +83,7 @@ describe('pushback', () => {
       await waitForAsync(async () => test.sessions.filter((record) => record.client.startsWith(`127.11.${subnet}.`)).length === 6, 5_000, 'the sessions to end');
     }
     // Four /24s become suspect, then the fifth makes their /16 suspect, which holds the sixth already.
-    await waitForAsync(async () => (await metric(test, /^pushback_verdicts_total\{.*detector="prefix"\}/)) === 5, 5_000, 'four /24 and one /16 verdicts');
+    await waitForAsync(async () => (await metric(test, /^smtp_pushback_verdicts_total\{.*detector="prefix"\}/)) === 5, 5_000, 'four /24 and one /16 verdicts');
     const status = (await (await fetch(`http://127.0.0.1:${test.proxy.adminAddress.port}/status`)).json()) as { suspectPrefixes: Array<{ prefix: string }> };
     expect(status.suspectPrefixes[0]).toMatchObject({ prefix: '127.11.0.0/16' });
     // An address never seen, in a /24 never used, inside the /16: the widened prefix holds it.
@@ -97,7 +97,7 @@ describe('pushback', () => {
   it('tarpits an early talker on its next connection', async () => {
     const test = await start('');
     expect(await earlyTalker(test.port, '127.12.0.1')).toBe(421);
-    await waitForAsync(async () => (await metric(test, /^pushback_verdicts_total\{action="tarpit",detector="early-talker"\}/)) === 1, 5_000, 'the verdict');
+    await waitForAsync(async () => (await metric(test, /^smtp_pushback_verdicts_total\{action="tarpit",detector="early-talker"\}/)) === 1, 5_000, 'the verdict');
     const dialog = await SmtpDialog.connect(test.port, { localAddress: '127.12.0.1' });
     await new Promise((resolve) => setTimeout(resolve, 500));
     dialog.destroy();
@@ -118,10 +118,10 @@ describe('pushback', () => {
     const quarantined = test.sessions.filter((record) => record.outcome === 'quarantined');
     expect(quarantined.length).toBe(40 - upstream!.messages.length);
     expect(quarantined.every((record) => record.transactions[0]?.reply?.startsWith('250 2.0.0 Ok: queued as '))).toBe(true);
-    expect(await metric(test, /^pushback_quarantine_entries /)).toBe(quarantined.length);
+    expect(await metric(test, /^smtp_pushback_quarantine_entries /)).toBe(quarantined.length);
     // The recipients were still checked with Postfix, live, before the message went to the spool.
     expect(upstream!.commands.filter((line) => line.startsWith('RCPT')).length).toBe(40);
-    expect(await metric(test, /^pushback_verdicts_total\{action="quarantine",detector="sfds"\}/)).toBe(1);
+    expect(await metric(test, /^smtp_pushback_verdicts_total\{action="quarantine",detector="sfds"\}/)).toBe(1);
     const top = (await (await fetch(`http://127.0.0.1:${test.proxy.adminAddress.port}/sources?top=5`)).json()) as { sources: Array<{ source: string; flows: number; meanPacketBytes: number }> };
     expect(top.sources[0]).toMatchObject({ source: '127.13.0.1', flows: 40, set: 'fast' });
     expect(top.sources[0]!.meanPacketBytes).toBeGreaterThan(60);
@@ -133,7 +133,7 @@ describe('pushback', () => {
     expect(codes.filter((code) => code !== 250)).toEqual([]);
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(test.proxy.status().status).toBe(1);
-    expect(await metric(test, /^pushback_verdicts_total/)).toBe(0);
+    expect(await metric(test, /^smtp_pushback_verdicts_total/)).toBe(0);
     expect(upstream!.messages).toHaveLength(200);
   });
 
@@ -206,10 +206,10 @@ describe('pushback', () => {
     const test = await start('mode: observe\n');
     // Not cut: the early talker gets the greeting (test/integration/observe-mode.test.ts), and is counted.
     expect(await earlyTalker(test.port, '127.17.0.1')).toBe(220);
-    await waitForAsync(async () => (await metric(test, /^pushback_verdicts_total\{action="tarpit"/)) === 1, 5_000, 'the verdict');
+    await waitForAsync(async () => (await metric(test, /^smtp_pushback_verdicts_total\{action="tarpit"/)) === 1, 5_000, 'the verdict');
     expect(await completeSession(test.port, '127.17.0.1')).toBe(250);
     expect(await label(test, '127.17.0.1', 2)).toBe('observe:tarpit:cached');
-    expect(await metric(test, /^pushback_actions_total\{action="tarpit",enforced="false"\}/)).toBe(1);
-    expect(await metric(test, /^pushback_actions_total\{action="tarpit",enforced="true"\}/)).toBe(0);
+    expect(await metric(test, /^smtp_pushback_actions_total\{action="tarpit",enforced="false"\}/)).toBe(1);
+    expect(await metric(test, /^smtp_pushback_actions_total\{action="tarpit",enforced="true"\}/)).toBe(0);
   });
 });

@@ -58,14 +58,14 @@ describe('two nodes sharing one Redis', () => {
     dialog.destroy();
     await waitForAsync(async () => {
       const metrics = await (await fetch(`http://127.0.0.1:${nodeA.adminPort}/metrics`)).text();
-      return /^pushback_verdicts_total\{action="tarpit",detector="early-talker"\} 1$/m.test(metrics);
+      return /^smtp_pushback_verdicts_total\{action="tarpit",detector="early-talker"\} 1$/m.test(metrics);
     }, 5_000, 'the verdict on node A');
     const probe = await SmtpDialog.connect(nodeB.smtpPort, { localAddress: '127.0.3.7' });
     await new Promise((resolve) => setTimeout(resolve, 500));
     probe.destroy();
     await waitForAsync(async () => {
       const metrics = await (await fetch(`http://127.0.0.1:${nodeB.adminPort}/metrics`)).text();
-      return /^pushback_actions_total\{action="tarpit",enforced="true"\} 1$/m.test(metrics);
+      return /^smtp_pushback_actions_total\{action="tarpit",enforced="true"\} 1$/m.test(metrics);
     }, 5_000, 'node B to tarpit the same source');
   });
 
@@ -120,12 +120,12 @@ describe('Redis stopped and started again during a run', () => {
     const degraded = (await (await fetch(`${admin}/status`)).json()) as { degraded: boolean; store: string; normalPairs: number };
     expect(degraded).toMatchObject({ degraded: true, store: 'memory' });
     expect(degraded.normalPairs).toBeGreaterThan(0); // this node's own view carries on
-    expect(await (await fetch(`${admin}/metrics`)).text()).toMatch(/^pushback_state_degraded 1$/m);
+    expect(await (await fetch(`${admin}/metrics`)).text()).toMatch(/^smtp_pushback_state_degraded 1$/m);
 
     redis = await startRedis(port);
     await waitForAsync(async () => !proxy.proxy.status().degraded, 10_000, 'recovery');
     expect(await completeSession(proxy.port)).toBe(250);
     expect(proxy.proxy.status().store).toBe('redis');
-    expect(await (await fetch(`${admin}/metrics`)).text()).toMatch(/^pushback_redis_outages_total [1-9]/m);
+    expect(await (await fetch(`${admin}/metrics`)).text()).toMatch(/^smtp_pushback_redis_outages_total [1-9]/m);
   });
 });

@@ -93,8 +93,8 @@ describe('the untrusted clients share of Postfix processes', () => {
     expect((await newcomer.command('DATA')).code).toBe(354);
     expect((await newcomer.command('Subject: t\r\n\r\nbody\r\n.')).code).toBe(250);
     const metrics = await (await fetch(`http://127.0.0.1:${proxy.proxy.adminAddress.port}/metrics`)).text();
-    expect(metrics).toMatch(/^pushback_sessions_evicted_total\{reason="half-open"\} 1$/m);
-    expect(metrics).toMatch(/^pushback_upstream_connections_held\{trust="untrusted"\} 3$/m);
+    expect(metrics).toMatch(/^smtp_pushback_sessions_evicted_total\{reason="half-open"\} 1$/m);
+    expect(metrics).toMatch(/^smtp_pushback_upstream_connections_held\{trust="untrusted"\} 3$/m);
   });
 
   it('makes room within a quarter second even when every half-open transaction is younger than that', async () => {

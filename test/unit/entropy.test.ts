@@ -1,4 +1,4 @@
-// Entropy maths against the seed 000 paper's own example (ten windows of 100 pairs) and the edge cases our
+// Entropy maths against the entropy paper's own example (ten windows of 100 pairs) and the edge cases our
 // issue fixed: empty windows, one-sided windows, delta = 0 and the quiet-server floor.
 import { describe, expect, it } from 'vitest';
 import {

@@ -1,4 +1,4 @@
-// The pair rules of seed 000 for one session, including the time-out that makes an unanswered reply
+// The entropy paper's pair rules for one session, including the time-out that makes an unanswered reply
 // abnormal while the session is still open.
 import { describe, expect, it } from 'vitest';
 import { PairTracker } from '../../src/smtp/pair-tracker.js';

@@ -1,4 +1,4 @@
-// The process gauges of /metrics (prom-client's defaults under pushback_process_): heap used and rss,
+// The process gauges of /metrics (prom-client's defaults, by their standard names): heap used and rss,
 // and the event-loop delay histogram, whose values cover the time since the previous scrape.
 import { describe, expect, it } from 'vitest';
 import { ProxyMetrics, type ScrapeSources } from '../../src/admin/metrics.js';
@@ -36,12 +36,21 @@ function busyFor(ms: number): void {
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('process metrics', () => {
+  it("keeps Node's standard names: process_* and nodejs_*, never under a prefix of ours", async () => {
+    const { body } = await new ProxyMetrics(sources).render();
+    expect(body).toMatch(/^process_resident_memory_bytes \d/m);
+    expect(body).toMatch(/^nodejs_eventloop_lag_seconds \d/m);
+    expect(body).not.toContain('process_process');
+    const names = new Set([...body.matchAll(/^# TYPE (\S+) /gm)].map((match) => match[1]!));
+    expect([...names].filter((name) => !/^(process_|nodejs_|smtp_pushback_)/.test(name))).toEqual([]);
+  });
+
   it('reports heap used and rss in bytes', async () => {
     const value = await scrape(new ProxyMetrics(sources));
-    const heapUsed = value('pushback_process_nodejs_heap_size_used_bytes');
+    const heapUsed = value('nodejs_heap_size_used_bytes');
     expect(heapUsed).toBeGreaterThan(1_000_000);
-    expect(heapUsed).toBeLessThanOrEqual(value('pushback_process_nodejs_heap_size_total_bytes'));
-    expect(value('pushback_process_process_resident_memory_bytes')).toBeGreaterThan(heapUsed);
+    expect(heapUsed).toBeLessThanOrEqual(value('nodejs_heap_size_total_bytes'));
+    expect(value('process_resident_memory_bytes')).toBeGreaterThan(heapUsed);
   });
 
   it('reports the event-loop delay since the previous scrape, in seconds', async () => {
@@ -52,23 +61,23 @@ describe('process metrics', () => {
     // The histogram's 10 ms timer fires late once, then records a few ordinary intervals.
     await sleep(40);
     const blocked = await scrape(metrics);
-    expect(blocked('pushback_process_nodejs_eventloop_lag_max_seconds')).toBeGreaterThanOrEqual(0.25);
-    expect(blocked('pushback_process_nodejs_eventloop_lag_p99_seconds')).toBeGreaterThanOrEqual(0.25);
-    expect(blocked('pushback_process_nodejs_eventloop_lag_p50_seconds')).toBeLessThan(0.25);
+    expect(blocked('nodejs_eventloop_lag_max_seconds')).toBeGreaterThanOrEqual(0.25);
+    expect(blocked('nodejs_eventloop_lag_p99_seconds')).toBeGreaterThanOrEqual(0.25);
+    expect(blocked('nodejs_eventloop_lag_p50_seconds')).toBeLessThan(0.25);
 
     // Reset at that scrape: the next one sees only the quiet time since.
     await sleep(100);
     const quiet = await scrape(metrics);
-    expect(quiet('pushback_process_nodejs_eventloop_lag_max_seconds')).toBeGreaterThan(0);
-    expect(quiet('pushback_process_nodejs_eventloop_lag_max_seconds')).toBeLessThan(0.25);
-    expect(quiet('pushback_process_nodejs_eventloop_lag_p99_seconds')).toBeLessThan(0.25);
+    expect(quiet('nodejs_eventloop_lag_max_seconds')).toBeGreaterThan(0);
+    expect(quiet('nodejs_eventloop_lag_max_seconds')).toBeLessThan(0.25);
+    expect(quiet('nodejs_eventloop_lag_p99_seconds')).toBeLessThan(0.25);
   });
 
   it('leaves out the gauges that walk every socket or read /proc/self/fd at each scrape', async () => {
     const { body } = await new ProxyMetrics(sources).render();
     for (const name of ['nodejs_active_handles', 'nodejs_active_resources', 'nodejs_active_requests', 'process_open_fds']) {
-      expect(body).not.toMatch(new RegExp(`^pushback_process_${name}`, 'm'));
+      expect(body).not.toMatch(new RegExp(`^${name}`, 'm'));
     }
-    expect(body).toMatch(/^pushback_process_process_max_fds /m);
+    expect(body).toMatch(/^process_max_fds /m);
   });
 });

@@ -1,4 +1,4 @@
-// SFDS (seed 001): formula 7 at the paper's boundaries (100/101 bytes, 180/181 flows per hour, 5/6 hours,
+// SFDS: formula 7 at the paper's boundaries (100/101 bytes, 180/181 flows per hour, 5/6 hours,
 // strictly greater-than everywhere), the flooding duration, and the aggregator over injected time.
 import { describe, expect, it } from 'vitest';
 import {

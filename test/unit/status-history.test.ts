@@ -90,7 +90,7 @@ describe('StatusHistory', () => {
     expect(pointFromSnapshot(onlyNormal, 0)).toEqual({
       computedAt: T0, status: 1, effectiveStatus: 0, hNormal: 0, hAbnormal: 0, distance: null, normalPairs: 40, abnormalPairs: 0,
     });
-    // Seed 000's window 8: Pn = 32, Pa = 68.
+    // The entropy paper's window 8: Pn = 32, Pa = 68.
     const window8 = snapshotFromWindow({ windowSeconds: 10, normal: 32, abnormal: 68, untrackedPairs: 0, sources: [] }, entropy, context);
     const kept = pointFromSnapshot(window8, -1);
     expect(kept).toMatchObject({ status: -1, effectiveStatus: -1, normalPairs: 32, abnormalPairs: 68 });
