@@ -26,6 +26,7 @@ export function pushbackRoute(exporter: Pick<FirewallExporter, 'snapshot' | 'exp
       enforced: snapshot.enforced,
       stale: snapshot.stale,
       truncated: snapshot.truncated,
+      widenedWithheld: snapshot.widenedWithheld,
       total: live.length,
       // The dashboard asks for the first rows only: a flood's tens of thousands would cost every poll.
       entries: live.slice(0, limit).map((entry) => ({ ...entry, ttlSeconds: timeoutSeconds(entry, nowMs) })),

@@ -373,6 +373,17 @@ const pushbackSchema = z.strictObject({
     refreshSeconds: positiveInt.max(86_400).default(5),
     /** Prefixes exported at most; beyond it the rest are left out and the log says so. */
     maxEntries: positiveInt.default(65_536),
+    /**
+     * More evidence than the screen's widening: a verdict on a prefix wider than one source (IPv4 /24 and /16,
+     * IPv6 /48) is exported only when the prefix holds minSources distinct sources with exported verdicts of
+     * their own, falling in at least this share of its blocks (the 256 addresses of a /24, the 256 /24s of a
+     * /16, the 65,536 /64s of a /48), and no proven sender. The sources' own verdicts are exported regardless.
+     */
+    widening: z.strictObject({
+      minSources: positiveInt.default(16),
+      minSharePercentV4: z.number().min(0).max(100).default(10),
+      minSharePercentV6: z.number().min(0).max(100).default(0.05),
+    }).prefault({}),
     /** nftables script written atomically on every change; empty: none is written. */
     nftablesFile: z.string().refine((file) => file === '' || path.isAbsolute(file), 'must be an absolute path (the service runs from /)').default(''),
     table: nftName.default('smtp_pushback'),

@@ -1,8 +1,10 @@
 // The blocked set that firewall pushback exports: which stored verdicts (and deny-list entries) become
 // firewall elements, how overlapping prefixes collapse into a set nftables accepts, and the three
-// renderings (JSON rows, one prefix per line, an nftables script). Pure: entries and times in, text out.
+// renderings (JSON rows, one prefix per line, an nftables script), and which verdicts on prefixes have
+// the evidence to be widened to at the firewall (firewall-widening.ts). Pure: entries and times in, text out.
 import type { Action } from '../policy/actions.js';
 import { parseCidr, type CidrList } from '../policy/cidr-list.js';
+import { firewallMayWiden, shareBlockBits, SOURCE_BITS, widerThanSource, type FirewallWideningPolicy } from '../detect/firewall-widening.js';
 import { addressBits, parseAddress, type AddressFamily } from '../detect/prefix.js';
 
 export interface BlockedPrefix {
@@ -133,6 +135,71 @@ export function* collapseSteps(blocked: readonly BlockedPrefix[], spared?: CidrL
       return left.lengthBits - right.lengthBits;
     })
     .map(([entry]) => entry);
+}
+
+/** The verdicts the firewall may drop, and the verdicts on prefixes it may not for want of evidence. */
+export interface WideningSplit {
+  allowed: BlockedPrefix[];
+  withheld: BlockedPrefix[];
+}
+
+/** withWideningEvidence in one go (wideningSteps without the pauses). */
+export function withWideningEvidence(blocked: readonly BlockedPrefix[], policy: Readonly<FirewallWideningPolicy>): WideningSplit {
+  const steps = wideningSteps(blocked, policy);
+  for (let step = steps.next(); ; step = steps.next()) if (step.done) return step.value;
+}
+
+/**
+ * Splits the blocked set: a verdict on a prefix wider than one source stays only when the verdicts on single
+ * sources in the same set give it the evidence firewall-widening.ts asks for (distinct sources, and the share of
+ * the prefix's blocks they fall in). Verdicts on sources pass, and so do deny-list entries: the operator's own.
+ * Pauses every COLLAPSE_PAUSE_EVERY entries, like collapseSteps.
+ */
+export function* wideningSteps(blocked: readonly BlockedPrefix[], policy: Readonly<FirewallWideningPolicy>): Generator<void, WideningSplit> {
+  // A flood's verdicts are on addresses: no prefix to weigh, no address to parse.
+  if (!blocked.some((entry) => entry.action !== 'deny-list' && widerThanSource(entry.family, entry.lengthBits))) return { allowed: [...blocked], withheld: [] };
+  const allowed: BlockedPrefix[] = [];
+  const widened: Array<[BlockedPrefix, number | bigint]> = [];
+  const widenedLengths: Record<AddressFamily, Set<number>> = { ipv4: new Set(), ipv6: new Set() };
+  /** One per source (an IPv6 address counts under its /64), however many verdicts name it. */
+  const sources = new Map<string, [AddressFamily, number | bigint]>();
+  for (let index = 0; index < blocked.length; index += 1) {
+    const entry = blocked[index]!;
+    if (entry.action === 'deny-list') {
+      allowed.push(entry);
+    } else {
+      const network = networkValue(entry.family, entry.prefix.slice(0, entry.prefix.lastIndexOf('/')));
+      if (widerThanSource(entry.family, entry.lengthBits)) {
+        widened.push([entry, network]);
+        widenedLengths[entry.family].add(entry.lengthBits);
+      } else {
+        allowed.push(entry);
+        sources.set(containerKey(entry.family, network, SOURCE_BITS[entry.family]), [entry.family, network]);
+      }
+    }
+    if ((index + 1) % COLLAPSE_PAUSE_EVERY === 0) yield;
+  }
+  if (widened.length === 0) return { allowed, withheld: [] };
+  const evidence = new Map<string, { sources: number; blocks: Set<string> }>();
+  for (const [entry, network] of widened) evidence.set(containerKey(entry.family, network, entry.lengthBits), { sources: 0, blocks: new Set() });
+  let counted = 0;
+  for (const [family, network] of sources.values()) {
+    for (const length of widenedLengths[family]) {
+      const found = evidence.get(containerKey(family, network, length));
+      if (!found) continue;
+      found.sources += 1;
+      found.blocks.add(containerKey(family, network, shareBlockBits(family, length)));
+    }
+    counted += 1;
+    if (counted % COLLAPSE_PAUSE_EVERY === 0) yield;
+  }
+  const withheld: BlockedPrefix[] = [];
+  for (const [entry, network] of widened) {
+    const found = evidence.get(containerKey(entry.family, network, entry.lengthBits))!;
+    if (firewallMayWiden(entry.family, entry.lengthBits, { sources: found.sources, blocksCovered: found.blocks.size }, policy)) allowed.push(entry);
+    else withheld.push(entry);
+  }
+  return { allowed, withheld };
 }
 
 /** The network's first `length` bits, as a key: IPv4 in plain numbers (the common case, and cheap), IPv6 in bigint. */

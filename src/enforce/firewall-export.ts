@@ -5,6 +5,9 @@
 // command. GET /pushback serves the last set. It never sits on a session's path: a slow store or a hung
 // command delays only the next refresh. When the store cannot be read the last set stays exported (its
 // elements carry their own timeouts, so nothing outlives its verdict by more than the kernel allows).
+// A verdict on a prefix wider than one source is exported only with firewall-widening.ts's evidence and
+// when no proven sender is inside it (the screen's `pvn:` marks, read at each refresh); when those
+// marks cannot be read, no prefix is widened: its sources' own verdicts stay exported.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, open } from 'node:fs/promises';
 import { setImmediate as setImmediatePromise } from 'node:timers/promises';
@@ -15,11 +18,14 @@ import { removeIfPresent, writeFileDurably } from '../quarantine/durable-fs.js';
 import { parseCidrList, type CidrList } from '../policy/cidr-list.js';
 import type { SharedKv } from '../state/shared-kv.js';
 import { withTimeout } from '../state/shared-store-health.js';
+import { provenNetworkKey, provenNetworkLengths, widerThanSource } from '../detect/firewall-widening.js';
+import { prefixOf } from '../detect/prefix.js';
 import {
   blockedFromDenyList,
   blockedFromVerdicts,
   collapseSteps,
   renderNftables,
+  wideningSteps,
   type BlockedPrefix,
 } from './blocked-prefixes.js';
 
@@ -39,6 +45,8 @@ export interface FirewallSnapshot {
   stale: boolean;
   /** More verdicts matched than maxEntries; the rest are left out. */
   truncated: boolean;
+  /** Verdicts on prefixes not exported: too little evidence for the firewall, or a proven sender inside. */
+  widenedWithheld: number;
   entries: BlockedPrefix[];
 }
 
@@ -64,7 +72,7 @@ const PARSE_CHUNK = 2_000;
 
 export class FirewallExporter {
   private readonly now: () => number;
-  private snapshotNow: FirewallSnapshot = { generatedAtMs: 0, enforced: true, stale: false, truncated: false, entries: [] };
+  private snapshotNow: FirewallSnapshot = { generatedAtMs: 0, enforced: true, stale: false, truncated: false, widenedWithheld: 0, entries: [] };
   /** What was last exported (empty in observe mode): compared to decide whether anything changed. */
   private exported: BlockedPrefix[] | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -198,14 +206,22 @@ export class FirewallExporter {
     const firewall = policy.pushback.firewall;
     const nowMs = this.now();
     const verdicts = await this.readBlockedVerdicts(policy, nowMs);
-    const candidates = [...(firewall.includeDenyList ? blockedFromDenyList(policy.pushback.deny) : []), ...verdicts.blocked];
+    const widening = wideningSteps(verdicts.blocked, firewall.widening);
+    let split = widening.next();
+    for (; !split.done; split = widening.next()) await setImmediatePromise();
+    const overProven = await this.overProvenSenders(split.value.allowed, verdicts.stale, nowMs);
+    const exportedVerdicts = split.value.allowed.filter((entry) => !overProven.has(entry));
+    const candidates = [...(firewall.includeDenyList ? blockedFromDenyList(policy.pushback.deny) : []), ...exportedVerdicts];
     const steps = collapseSteps(candidates, this.allowListOf(policy));
     let step = steps.next();
     for (; !step.done; step = steps.next()) await setImmediatePromise();
     const blocked = step.value;
     await setImmediatePromise();
     const enforced = policy.mode === 'enforce';
-    this.snapshotNow = { generatedAtMs: nowMs, enforced, stale: verdicts.stale, truncated: verdicts.truncated, entries: blocked };
+    this.snapshotNow = {
+      generatedAtMs: nowMs, enforced, stale: verdicts.stale, truncated: verdicts.truncated,
+      widenedWithheld: split.value.withheld.length + overProven.size, entries: blocked,
+    };
     const exported = enforced ? blocked : [];
     if (this.exported !== undefined && sameElements(this.exported, exported)) return;
     this.exported = exported;
@@ -223,6 +239,38 @@ export class FirewallExporter {
       }
     }
     if (firewall.command.length > 0) this.runCommand(policy);
+  }
+
+  /**
+   * The verdicts on prefixes wider than one source that hold a proven sender, by the mark the screen keeps for
+   * each ladder step (`pvn:<prefix>`): one read for all of them. A prefix off the ladder is checked by the mark
+   * of the ladder step holding it (a /20 by its /16); one wider than every step cannot be checked. When the
+   * marks cannot be read (or the store is down), every one of them counts as holding one: no guess widens.
+   */
+  private async overProvenSenders(verdicts: readonly BlockedPrefix[], storeDown: boolean, nowMs: number): Promise<Set<BlockedPrefix>> {
+    const widened = verdicts.filter((entry) => widerThanSource(entry.family, entry.lengthBits));
+    if (widened.length === 0) return new Set();
+    if (storeDown) return new Set(widened);
+    const keys = widened.map((entry) => {
+      const holding = provenNetworkLengths(entry.family).filter((step) => step <= entry.lengthBits);
+      if (holding.length === 0) return undefined;
+      return provenNetworkKey(prefixOf(entry.prefix.slice(0, entry.prefix.lastIndexOf('/')), Math.max(...holding)));
+    });
+    let marks: Array<string | undefined>;
+    try {
+      marks = await withTimeout(this.deps.kv.getMany(keys.filter((key): key is string => key !== undefined), nowMs), READ_TIMEOUT_MS, 'firewall proven-sender read');
+    } catch (error) {
+      this.deps.metrics?.refreshFailed();
+      this.deps.logger.warn({ err: error }, 'firewall export: cannot read the proven-sender marks; no prefix is widened this time');
+      return new Set(widened);
+    }
+    const held = new Set<BlockedPrefix>();
+    let read = 0;
+    widened.forEach((entry, index) => {
+      // marks hold the defined keys only, in order.
+      if (keys[index] === undefined || marks[read++] !== undefined) held.add(entry);
+    });
+    return held;
   }
 
   /** The allow list of this policy, parsed once per policy snapshot. */

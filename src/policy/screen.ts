@@ -9,7 +9,9 @@
 //
 // Keys, so that a flood of fresh addresses costs the store one small record each and nothing more:
 // `c:<source>` one counter record per source (an IPv4 address, an IPv6 /64: sourceOf), holding only
-// the counts that are not 0, for misbehaviourTtlSeconds; `pv:<source>` its proven-sender mark;
+// the counts that are not 0, for misbehaviourTtlSeconds; `pv:<source>` its proven-sender mark, and
+// `pvn:<prefix>` on each prefix around it the firewall may widen to (its /24 and /16, or /48), which
+// stays until the last proven sender inside would have expired, even if one later turns bad;
 // `v:<scope>` a verdict on an address or a prefix, listed (setListed) so the firewall export reads
 // the verdicts without walking the keyspace, and kept apart from the counters, which never evict it.
 import net from 'node:net';
@@ -18,6 +20,7 @@ import type { Policy } from '../config/schema.js';
 import { RateLimitedLog } from '../log-rate.js';
 import type { ServerStatus } from '../detect/entropy.js';
 import { canonicalAddress, familyOf, parseAddress, prefixLadder, prefixOf, sourceOf, type PrefixAggregator } from '../detect/prefix.js';
+import { provenNetworkKey, provenNetworkLengths } from '../detect/firewall-widening.js';
 
 /** The part of the prefix aggregator the screen uses (main.ts swaps the aggregator on reload). */
 export type SuspectPrefixes = Pick<PrefixAggregator, 'suspectPrefix' | 'addSuspect'>;
@@ -215,7 +218,13 @@ export class Screen implements SessionScreen {
     }
     if (clean && count('clean') >= pushback.proven.sessions) {
       const provenTtlMs = Math.round(pushback.proven.ttlHours * 3_600_000);
-      await this.write(() => this.deps.kv.set(`pv:${source}`, String(nowMs + provenTtlMs), provenTtlMs, nowMs), policy);
+      const mark = String(nowMs + provenTtlMs);
+      // Also on each prefix around it the firewall may widen to, so the export never blocks a network holding it.
+      const family = familyOf(parseAddress(address));
+      const networks = provenNetworkLengths(family).map((length) => provenNetworkKey(prefixOf(address, length)));
+      await this.write(async () => {
+        await Promise.all([`pv:${source}`, ...networks].map((key) => this.deps.kv.set(key, mark, provenTtlMs, nowMs)));
+      }, policy);
     }
   }
 

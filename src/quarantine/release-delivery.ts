@@ -2,9 +2,8 @@
 // client's address, port, name and HELO, so Postfix applies the checks it would have applied live; then MAIL
 // with the stored parameters Postfix advertises, one RCPT per stored recipient, DATA, QUIT. Never rejects: a
 // failure of the path to Postfix (connect, timeout, dropped connection) comes back as "no reply" (a retry),
-// Postfix's own replies come back as they are. Also the delivery status notice for mail Postfix refused.
+// Postfix's own replies come back as they are. The notice for mail Postfix refused is rejection-notice.ts's.
 import type { Readable } from 'node:stream';
-import nodemailer from 'nodemailer';
 import type { Policy } from '../config/schema.js';
 import { UpstreamConnection, type UpstreamOptions } from '../upstream/connection.js';
 import { replyText, type SmtpReply } from '../upstream/reply.js';
@@ -133,105 +132,4 @@ function recipientParameters(meta: EntryMeta, recipient: string, capabilities: M
   const params = meta.recipientParams?.[recipient];
   if (!params || !capabilities.has('DSN')) return '';
   return /^( [A-Z]+=[\x21-\x7e]+)+$/.test(params) ? params : '';
-}
-
-export interface NoticeOptions {
-  upstream: UpstreamOptions;
-  /** Our name in the report (Reporting-MTA) and in the notice's From and Message-ID. */
-  reportingHostname: string;
-  nowMs: number;
-}
-
-/** Headers of the original message quoted in a notice; more is cut (the notice must stay small). */
-const MAX_QUOTED_HEADER_BYTES = 16_384;
-
-/**
- * Sends the sender an RFC 3464 delivery status notice (multipart/report) for the recipients Postfix refused
- * with 5xx, through Postfix, from the null sender <> so that a notice can never cause another. Quotes only
- * the original headers (text/rfc822-headers): suspect content is not sent back out. Consumes `message`.
- * Never for a null sender. Rejects when Postfix does not take the notice within the upstream timeouts.
- */
-export async function sendRejectionNotice(
-  meta: EntryMeta, refused: readonly RecipientReply[], message: Readable, options: NoticeOptions,
-): Promise<void> {
-  if (meta.mailFrom.address === '' || refused.length === 0) {
-    message.destroy();
-    return;
-  }
-  const headers = await readHeaderBlock(message);
-  const boundary = `=_release_${meta.id}`;
-  const date = new Date(options.nowMs).toUTCString().replace('GMT', '+0000');
-  const oneLine = (text: string): string => text.replace(/[\r\n]+/g, ' ');
-  const recipients = refused.map((reply) => {
-    const status = /^([245]\.\d{1,3}\.\d{1,3})\b/.exec(reply.text ?? '')?.[1] ?? '5.0.0';
-    return [
-      `Final-Recipient: rfc822; ${reply.recipient}`, 'Action: failed', `Status: ${status}`,
-      `Diagnostic-Code: smtp; ${reply.code} ${oneLine(reply.text ?? '')}`,
-    ].join('\r\n');
-  });
-  const raw = [
-    `From: Mail Delivery System <MAILER-DAEMON@${options.reportingHostname}>`,
-    `To: <${meta.mailFrom.address}>`,
-    'Subject: Undelivered Mail Returned to Sender',
-    `Date: ${date}`,
-    `Message-ID: <${meta.id}.notice@${options.reportingHostname}>`,
-    'Auto-Submitted: auto-replied',
-    'MIME-Version: 1.0',
-    `Content-Type: multipart/report; report-type=delivery-status; boundary="${boundary}"`,
-    '',
-    `--${boundary}`,
-    'Content-Type: text/plain; charset=us-ascii',
-    '',
-    `This is the mail system at host ${options.reportingHostname}.`,
-    '',
-    'Your message was held for review and then refused by the receiving mail server',
-    'for the recipients below. The headers of your message are attached.',
-    '',
-    ...refused.map((reply) => `<${reply.recipient}>: ${oneLine(`${reply.code} ${reply.text ?? ''}`)}`),
-    '',
-    `--${boundary}`,
-    'Content-Type: message/delivery-status',
-    '',
-    `Reporting-MTA: dns; ${options.reportingHostname}`,
-    `Arrival-Date: ${new Date(meta.receivedAtMs).toUTCString().replace('GMT', '+0000')}`,
-    '',
-    recipients.join('\r\n\r\n'),
-    '',
-    `--${boundary}`,
-    'Content-Type: text/rfc822-headers',
-    '',
-    headers.toString('latin1').replace(/\r?\n/g, '\r\n').trimEnd(),
-    '',
-    `--${boundary}--`,
-    '',
-  ].join('\r\n');
-  const { upstream } = options;
-  const transport = nodemailer.createTransport({
-    host: upstream.host, port: upstream.port, secure: false, ignoreTLS: true, name: upstream.heloName,
-    connectionTimeout: upstream.connectTimeoutMs, greetingTimeout: upstream.replyTimeoutMs, socketTimeout: upstream.replyTimeoutMs,
-  });
-  try {
-    await transport.sendMail({ envelope: { from: '', to: [meta.mailFrom.address] }, raw: Buffer.from(raw, 'latin1') });
-  } finally {
-    transport.close();
-  }
-}
-
-/** The header block (up to the first empty line), at most MAX_QUOTED_HEADER_BYTES; destroys the stream. */
-async function readHeaderBlock(message: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let length = 0;
-  try {
-    for await (const chunk of message) {
-      chunks.push(chunk as Buffer);
-      length += (chunk as Buffer).length;
-      const text = Buffer.concat(chunks).toString('latin1');
-      const end = text.search(/\r?\n\r?\n/);
-      if (end !== -1) return Buffer.from(text.slice(0, end), 'latin1');
-      if (length >= MAX_QUOTED_HEADER_BYTES) break;
-    }
-  } finally {
-    message.destroy();
-  }
-  return Buffer.concat(chunks).subarray(0, MAX_QUOTED_HEADER_BYTES);
 }

@@ -7,7 +7,8 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { Policy } from '../config/schema.js';
 import type { UpstreamOptions } from '../upstream/connection.js';
 import { isOffPeak } from './offpeak.js';
-import { deliverEntry, sendRejectionNotice, upstreamOptionsFromPolicy, type DeliveryReport } from './release-delivery.js';
+import { deliverEntry, upstreamOptionsFromPolicy, type DeliveryReport } from './release-delivery.js';
+import { sendRejectionNotice } from './rejection-notice.js';
 import {
   classifyReleaseReply, expired, pickBatch, planAfterAttempt, RateLimiter, releaseGate, type AttemptPlan, type ReleaseGate,
 } from './release-plan.js';

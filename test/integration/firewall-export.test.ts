@@ -126,6 +126,51 @@ describe('firewall export', () => {
     expect(Math.abs(fromA.ttlSeconds! - entry.ttlSeconds!)).toBeLessThanOrEqual(2);
   });
 
+  it('five addresses speaking HTTP in one /24 block the five at the firewall, not the /24 (the proxy still refuses it)', async () => {
+    const proxy = await start('pushback: { firewall: { refreshSeconds: 1 } }\n');
+    for (let host = 1; host <= 5; host += 1) await httpOnSmtpPort(proxy.port, `127.45.0.${host}`);
+    // The screen widens on its five suspects: a sixth address of the /24 is refused at connect ...
+    await waitForAsync(async () => (await metric(proxy, /^smtp_pushback_verdicts_total\{.*detector="prefix"\}/)) === 1, 5_000, 'the screen’s /24 verdict');
+    const sixth = await SmtpDialog.connect(proxy.port, { localAddress: '127.45.0.99' });
+    expect((await sixth.reply()).code).toBe(554);
+    sixth.destroy();
+    // ... but the firewall drops only the five that offended.
+    await waitForAsync(async () => {
+      const body = (await pushback(proxy)) as PushbackBody & { widenedWithheld?: number };
+      return body.widenedWithheld === 1 || body.entries.some((entry) => entry.prefix === '127.45.0.0/24');
+    }, 5_000, 'the export to read the /24 verdict');
+    expect(await (await admin(proxy, '/pushback?format=text')).text()).toBe([1, 2, 3, 4, 5].map((host) => `127.45.0.${host}/32\n`).join(''));
+  });
+
+  it('a /24 with 26 offending addresses is blocked whole, unless it holds a proven sender or an allow-listed address', async () => {
+    const prefix = `pbtest:${process.pid}:${randomBytes(4).toString('hex')}:`;
+    redisPrefixes.push(prefix);
+    // The screen widens at the 26th suspect here (k = 26), so each /24 gets all 26 of its own verdicts first.
+    const proxy = await start([
+      `state: { keyPrefix: "${prefix}", flushIntervalMs: 50 }`,
+      'pushback:',
+      '  allow: ["127.46.3.200"]',
+      '  prefix: { suspectsPerPrefix: 26 }',
+      '  firewall: { refreshSeconds: 1 }',
+    ].join('\n'), { PUSHBACK_REDIS_URL: TEST_REDIS_URL });
+    // A proven sender in 127.46.2.0/24: three clean sessions (proven.sessions).
+    for (let session = 0; session < 3; session += 1) expect(await completeSession(proxy.port, '127.46.2.200')).toBe(250);
+    for (const network of ['127.46.1', '127.46.2', '127.46.3']) {
+      for (let host = 1; host <= 26; host += 1) await httpOnSmtpPort(proxy.port, `${network}.${host}`);
+    }
+    await waitForAsync(async () => (await metric(proxy, /^smtp_pushback_verdicts_total\{.*detector="prefix"\}/)) === 3, 10_000, 'three /24 verdicts');
+    const hosts = (network: string): string[] => Array.from({ length: 26 }, (_, index) => `${network}.${index + 1}/32`);
+    const expected = ['127.46.1.0/24', ...hosts('127.46.2'), ...hosts('127.46.3')].sort();
+    await waitForAsync(async () => {
+      const text = await (await admin(proxy, '/pushback?format=text')).text();
+      return JSON.stringify(text.split('\n').filter(Boolean).sort()) === JSON.stringify(expected);
+    }, 10_000, 'the first /24 whole, the addresses of the other two');
+    const body = (await pushback(proxy)) as PushbackBody & { widenedWithheld: number };
+    expect(body.entries.find((entry) => entry.prefix === '127.46.1.0/24')).toMatchObject({ action: 'reject', detector: 'prefix' });
+    // The proven sender's /24 is withheld here; the allow-listed one is left out when the set collapses.
+    expect(body.widenedWithheld).toBe(1);
+  });
+
   it('observe mode lists what would be blocked and exports nothing', async () => {
     const directory = mkdtempSync(join(tmpdir(), 'pushback-firewall-'));
     const file = join(directory, 'pushback.nft');

@@ -350,6 +350,41 @@ describe('release batches', () => {
     expect(text).not.toContain('..two dots');
   });
 
+  it('sends the notice to the upstream from <> as the proxy, quoting header fields only: no body text, at most 8 KB', async () => {
+    const h = await harness({
+      nowMs: WED_2330_BERLIN, release: { bounceRejected: true },
+      upstream: { recipientReplies: { 'victim@example.test': '550 5.1.1 <victim@example.test>: Recipient address rejected: User unknown' } },
+    });
+    // Text straight after the fields, without the empty line: Postfix reads it as the body, and so must the notice.
+    await h.add({}, Buffer.from('From: sender@remote.test\r\nSubject: held\r\nBUY CHEAP WATCHES AT shop.example\r\nmore text\r\n'));
+    // 12 KB of the client's own header fields.
+    const padding = Array.from({ length: 40 }, (_, index) => `X-Padding-${index}: ${'p'.repeat(300)}\r\n`).join('');
+    await h.add({}, Buffer.from(`From: sender@remote.test\r\nSubject: padded\r\n${padding}\r\nbody of the padded one\r\n`));
+    expect((await h.scheduler.tick()).outcomes).toEqual({ rejected: 2 });
+    expect(h.upstream.messages).toHaveLength(2);
+    const quoted: string[] = [];
+    for (const notice of h.upstream.messages) {
+      // Through the upstream, from the null sender, as the proxy itself: no XCLIENT naming the suspect client.
+      expect(notice).toMatchObject({ mailFrom: '', rcptTo: ['sender@remote.test'], xclient: undefined, helo: 'proxy.test' });
+      const text = notice.body.toString('latin1');
+      const boundary = /boundary="([^"]+)"/.exec(text)?.[1];
+      expect(boundary).toMatch(/^=_notice_[0-9a-f]{24}$/);
+      const parts = text.split(`--${boundary}`);
+      expect(parts).toHaveLength(5);
+      expect(parts[2]).toMatch(/^\r\nContent-Type: message\/delivery-status\r\n/);
+      expect(parts[3]).toMatch(/^\r\nContent-Type: text\/rfc822-headers\r\n\r\nReceived: from nine\.remote\.test/);
+      expect(parts[4]).toBe('--\r\n');
+      quoted.push(parts[3]!.replace(/^\r\nContent-Type: text\/rfc822-headers\r\n\r\n/, '').replace(/\r\n\r\n$/, ''));
+    }
+    const [plain, padded] = quoted.sort((left, right) => left.length - right.length);
+    expect(plain).toMatch(/\r\nSubject: held$/);
+    expect(h.upstream.messages.some((notice) => /BUY CHEAP|more text|body of the padded/.test(notice.body.toString('latin1')))).toBe(false);
+    expect(padded).toContain('Subject: padded\r\nX-Padding-0: ppp');
+    expect(Buffer.byteLength(padded!)).toBeLessThanOrEqual(8_192);
+    // Whole fields only: the last one quoted is complete.
+    expect(padded).toMatch(/\r\nX-Padding-\d+: p{300}$/);
+  });
+
   it('removes a partly refused entry once one recipient got it', async () => {
     const h = await harness({ nowMs: WED_2330_BERLIN, upstream: { recipientReplies: { 'ghost@example.test': '550 5.1.1 User unknown' } } });
     const entry = await h.add({ recipients: ['ghost@example.test', 'victim@example.test'] });

@@ -11,12 +11,16 @@ export interface FakeUpstreamOptions {
   xclientAttributes?: string;
   /** Recipient address -> full reply line, e.g. "550 5.1.1 <x@y>: Recipient address rejected". */
   recipientReplies?: Record<string, string>;
+  /** The reply to every recipient not in recipientReplies; default 250 2.1.5 Ok. */
+  otherRecipientsReply?: string;
   mailReply?: string;
   dotReply?: string;
   stallAt?: UpstreamStep;
   dropAt?: UpstreamStep;
   /** Pause reading during DATA for this long per chunk (to exercise backpressure). */
   slowDataMs?: number;
+  /** Hang up, without a word, on the RCPT after this many RCPTs of a connection (Postfix gone mid-session). */
+  hangUpAfterRcpts?: number;
 }
 
 export interface ReceivedMessage {
@@ -83,6 +87,7 @@ export class FakeUpstream {
     let helo = '';
     let xclient: string | undefined;
     let closed = false;
+    let rcpts = 0;
     socket.on('close', () => {
       closed = true;
       if (inData) this.abortedData += 1;
@@ -116,8 +121,13 @@ export class FakeUpstream {
         transaction = { helo, xclient, mailFrom: /<([^>]*)>/.exec(line)?.[1] ?? '', rcptTo: [] };
         answer('mail', this.options.mailReply ?? '250 2.1.0 Ok');
       } else if (verb === 'RCPT') {
+        rcpts += 1;
+        if (this.options.hangUpAfterRcpts !== undefined && rcpts > this.options.hangUpAfterRcpts) {
+          socket.destroy();
+          return;
+        }
         const address = /<([^>]*)>/.exec(line)?.[1] ?? '';
-        const reply = this.options.recipientReplies?.[address] ?? '250 2.1.5 Ok';
+        const reply = this.options.recipientReplies?.[address] ?? this.options.otherRecipientsReply ?? '250 2.1.5 Ok';
         if (reply.startsWith('2')) transaction.rcptTo.push(address);
         answer('rcpt', reply);
       } else if (verb === 'DATA') {

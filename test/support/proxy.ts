@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parsePolicyText } from '../../src/config/load.js';
 import type { Policy } from '../../src/config/schema.js';
+import type { Logger } from 'pino';
 import { createLogger } from '../../src/log.js';
 import { startProxy, type RunningProxy } from '../../src/main.js';
 import type { SessionRecord } from '../../src/session/record.js';
@@ -19,7 +20,8 @@ export interface TestProxy {
   stop(): Promise<void>;
 }
 
-export async function startTestProxy(upstreamAddress: string, yaml = '', env: NodeJS.ProcessEnv = {}): Promise<TestProxy> {
+/** `logger`: where the proxy logs (default: silent, or PUSHBACK_TEST_LOG's level on stdout). */
+export async function startTestProxy(upstreamAddress: string, yaml = '', env: NodeJS.ProcessEnv = {}, logger?: Logger): Promise<TestProxy> {
   const result = parsePolicyText(yaml, 'test-policy.yaml', {
     PUSHBACK_LISTEN: '127.0.0.1:0',
     PUSHBACK_ADMIN: '127.0.0.1:0',
@@ -30,8 +32,7 @@ export async function startTestProxy(upstreamAddress: string, yaml = '', env: No
   });
   if (!result.ok) throw new Error(JSON.stringify(result.problems));
   const sessions: SessionRecord[] = [];
-  const logger = createLogger(process.env.PUSHBACK_TEST_LOG ?? 'silent');
-  const proxy = await startProxy(result.policy, logger, { onSessionEnd: (record) => sessions.push(record) });
+  const proxy = await startProxy(result.policy, logger ?? createLogger(process.env.PUSHBACK_TEST_LOG ?? 'silent'), { onSessionEnd: (record) => sessions.push(record) });
   return {
     port: proxy.smtpAddress.port,
     policy: result.policy,

@@ -12,6 +12,7 @@ import {
   collapseBlocked,
   renderNftables,
   renderPrefixList,
+  withWideningEvidence,
   type BlockedPrefix,
 } from '../../src/enforce/blocked-prefixes.js';
 import { parseCidrList } from '../../src/policy/cidr-list.js';
@@ -109,6 +110,49 @@ describe('collapseBlocked', () => {
   it('leaves disjoint neighbours alone', () => {
     const rows = collapseBlocked([blocked('192.0.3.0/24', NOW + 1), blocked('192.0.2.0/24', NOW + 1), blocked('192.0.2.0/25', NOW + 1)]);
     expect(rows.map((row) => row.prefix)).toEqual(['192.0.2.0/24', '192.0.3.0/24']);
+  });
+});
+
+describe('withWideningEvidence', () => {
+  const DEFAULTS = { minSources: 16, minSharePercentV4: 10, minSharePercentV6: 0.05 };
+  const addresses = (prefix: string, count: number, from = 1): BlockedPrefix[] =>
+    Array.from({ length: count }, (_, index) => blocked(`${prefix}.${from + index}/32`, NOW + 60_000));
+  const split = (entries: BlockedPrefix[]): { allowed: string[]; withheld: string[] } => {
+    const result = withWideningEvidence(entries, DEFAULTS);
+    return { allowed: result.allowed.map((entry) => entry.prefix).sort(), withheld: result.withheld.map((entry) => entry.prefix).sort() };
+  };
+
+  it('withholds a /24 that five offending addresses made suspect, and keeps the five', () => {
+    const five = addresses('198.51.100', 5);
+    expect(split([blocked('198.51.100.0/24', NOW + 60_000), ...five])).toEqual({ allowed: five.map((entry) => entry.prefix).sort(), withheld: ['198.51.100.0/24'] });
+  });
+
+  it('keeps a /24 with 26 offending addresses (a tenth of it), withholds one with 25, and counts only its own', () => {
+    const enough = split([blocked('198.51.100.0/24', NOW + 60_000), ...addresses('198.51.100', 26)]);
+    expect(enough.withheld).toEqual([]);
+    expect(enough.allowed).toContain('198.51.100.0/24');
+    // 25 inside, and many more next door: the neighbours are not this /24's evidence.
+    expect(split([blocked('198.51.101.0/24', NOW + 60_000), ...addresses('198.51.101', 25), ...addresses('198.51.102', 100)]).withheld).toEqual(['198.51.101.0/24']);
+    // The same address twice (two verdicts listed for it) is one source.
+    expect(split([blocked('198.51.103.0/24', NOW + 60_000), ...addresses('198.51.103', 25), ...addresses('198.51.103', 25)]).withheld).toEqual(['198.51.103.0/24']);
+  });
+
+  it('keeps a /16 only with offenders in 26 of its /24s', () => {
+    const spread = Array.from({ length: 26 }, (_, index) => blocked(`10.9.${index}.7/32`, NOW + 60_000));
+    expect(split([blocked('10.9.0.0/16', NOW + 60_000), ...spread]).withheld).toEqual([]);
+    // 125 offenders in five /24s (what makes the screen's /16): not spread enough for the firewall.
+    const dense = Array.from({ length: 5 }, (_, block) => addresses(`10.8.${block}`, 25)).flat();
+    expect(split([blocked('10.8.0.0/16', NOW + 60_000), ...dense]).withheld).toEqual(['10.8.0.0/16']);
+  });
+
+  it('counts IPv6 sources per /64, keeps a /64 verdict as one source, and passes the deny list', () => {
+    const sameSlash64 = Array.from({ length: 40 }, (_, index) => blocked(`2001:db8:1:1::${index + 1}/128`, NOW + 60_000));
+    const spread = Array.from({ length: 33 }, (_, index) => blocked(`2001:db8:2:${index.toString(16)}::1/128`, NOW + 60_000));
+    expect(split([blocked('2001:db8:1::/48', NOW + 60_000), ...sameSlash64]).withheld).toEqual(['2001:db8:1::/48']);
+    expect(split([blocked('2001:db8:2::/48', NOW + 60_000), ...spread]).withheld).toEqual([]);
+    expect(split([blocked('2001:db8:3:3::/64', NOW + 60_000)]).allowed).toEqual(['2001:db8:3:3::/64']);
+    const denied = blockedFromDenyList(['203.0.113.0/24']);
+    expect(withWideningEvidence(denied, DEFAULTS)).toEqual({ allowed: denied, withheld: [] });
   });
 });
 

@@ -37,7 +37,8 @@ describe('FirewallExporter', () => {
     const updates: number[] = [];
     const exporter = new FirewallExporter({
       kv,
-      policy: () => policyWith(`pushback: { firewall: { nftablesFile: "${file}", refreshSeconds: 3600 } }`),
+      // One offending address is evidence enough here: this test is about expiry, not widening.
+      policy: () => policyWith(`pushback: { firewall: { nftablesFile: "${file}", refreshSeconds: 3600, widening: { minSources: 1, minSharePercentV4: 0 } } }`),
       logger: capturedLogger().logger,
       metrics: { updated: (v4) => updates.push(v4), command: () => undefined, refreshFailed: () => undefined },
       now: () => nowMs,
@@ -125,6 +126,34 @@ describe('FirewallExporter', () => {
     yaml = 'pushback: { deny: [203.0.113.0/24], firewall: { refreshSeconds: 3600 } }';
     await exporter.refresh();
     expect(exporter.exportedNow().map((entry) => entry.prefix)).toEqual(['192.0.2.7/32', '203.0.113.0/24']);
+    await exporter.stop();
+  });
+
+  it('widens to a /24 with the evidence, never over a proven sender, and not at all when the marks cannot be read', async () => {
+    const kv = new MemoryKv();
+    let marksFailing = false;
+    const flaky: SharedKv = Object.assign(Object.create(kv) as SharedKv, {
+      getMany: (...args: Parameters<SharedKv['getMany']>) => (marksFailing ? Promise.reject(new Error('connection lost')) : kv.getMany(...args)),
+    });
+    const log = capturedLogger();
+    const exporter = new FirewallExporter({ kv: flaky, policy: () => policyWith('pushback: { firewall: { refreshSeconds: 3600 } }'), logger: log.logger });
+    const nowMs = Date.now();
+    for (const network of ['198.51.100', '198.51.101']) {
+      await kv.setListed(`v:${network}.0/24`, reject(`${network}.0/24`), 60_000, nowMs);
+      for (let host = 1; host <= 26; host += 1) await kv.setListed(`v:${network}.${host}`, reject(`${network}.${host}`), 60_000, nowMs);
+    }
+    // A proven sender in the second /24 (the screen marks its /24 and /16).
+    await kv.set('pvn:198.51.101.0/24', String(nowMs + 60_000), 60_000, nowMs);
+    await exporter.start();
+    const exported = exporter.exportedNow().map((entry) => entry.prefix);
+    expect(exported).toEqual(['198.51.100.0/24', ...Array.from({ length: 26 }, (_, index) => `198.51.101.${index + 1}/32`)]);
+    expect(exporter.snapshot().widenedWithheld).toBe(1);
+    marksFailing = true;
+    await exporter.refresh();
+    expect(exporter.exportedNow()).toHaveLength(52);
+    expect(exporter.exportedNow().every((entry) => entry.lengthBits === 32)).toBe(true);
+    expect(exporter.snapshot().widenedWithheld).toBe(2);
+    expect(log.lines().some((line) => line.msg.includes('cannot read the proven-sender marks'))).toBe(true);
     await exporter.stop();
   });
 
