@@ -2,10 +2,12 @@
 // open only as many sockets as the open-files limit allows, so an idle flood that must outnumber the
 // proxy's default maxClients (itself sized to that limit) runs from several.
 // Usage (from bench/flood.ts): tsx bench/flood-attacker.ts SCENARIO PORT PART PARTS WINDOW_MS
-// Prints "ready", then waits for SIGUSR1 (the attack's start), then prints one JSON SessionResult a
-// line as each attack connection ends. SIGUSR2: the legitimate load has ended, cut what is still
-// held. SIGTERM: stop at once (every socket reset).
+// Prints "ready", then waits for the line "start" on stdin (the attack's start), then prints one
+// JSON SessionResult a line as each attack connection ends. The line "hold-end" on stdin: the
+// legitimate load has ended, cut what is still held. SIGTERM: stop at once (every socket reset).
+// (Not SIGUSR1: Node starts its inspector on it.)
 import { setMaxListeners } from 'node:events';
+import { createInterface } from 'node:readline';
 import { SocketPool } from './flood-client.js';
 import { SCENARIOS } from './flood-scenarios.js';
 
@@ -28,9 +30,13 @@ process.once('SIGTERM', () => {
   pool.closeAll();
   process.exit(0);
 });
-process.once('SIGUSR2', () => legitEnded.abort());
+let begin: () => void = () => undefined;
+const started = new Promise<void>((resolve) => { begin = resolve; });
+createInterface({ input: process.stdin }).on('line', (line) => {
+  if (line === 'start') begin();
+  if (line === 'hold-end') legitEnded.abort();
+});
 const emit = (result: unknown): void => void process.stdout.write(`${JSON.stringify(result)}\n`);
-const started = new Promise<void>((resolve) => process.once('SIGUSR1', () => resolve()));
 process.stdout.write('ready\n');
 await started;
 const timer = setTimeout(() => window.abort(), windowMs);
@@ -40,3 +46,5 @@ await scenario.attack({
 });
 clearTimeout(timer);
 pool.closeAll();
+// stdin stays open (the parent's pipe): leave without waiting for it.
+process.exit(0);

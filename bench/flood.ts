@@ -174,7 +174,7 @@ async function runPhase(server: PostfixInstance, scenario: Scenario, target: Tar
   const flash: SessionResult[] = [];
   let peakHeld: number | undefined;
   // Attacker processes (where the scenario has them) are loaded before the clock starts, each with its own
-  // open-files limit; they start on SIGUSR1 and cut what they hold on SIGUSR2, when the legitimate load ends.
+  // open-files limit; told on stdin when to start and when the legitimate load has ended (cut what is held).
   const attackers = scenario.attack && scenario.processes
     ? await Promise.all(Array.from({ length: scenario.processes }, (_, part) => startBenchChild('bench/flood-attacker.ts',
       [scenario.id, String(port), String(part), String(scenario.processes), String(attackWindowMs)], (result) => attack.push(result))))
@@ -186,12 +186,12 @@ async function runPhase(server: PostfixInstance, scenario: Scenario, target: Tar
   const legitEnded = new AbortController();
   const holdSignal = AbortSignal.any([legitEnded.signal, interrupt.signal]);
   setMaxListeners(0, holdSignal);
-  legitEnded.signal.addEventListener('abort', () => { for (const attacker of attackers) attacker.process.kill('SIGUSR2'); }, { once: true });
+  legitEnded.signal.addEventListener('abort', () => { for (const attacker of attackers) attacker.process.stdin?.write('hold-end\n'); }, { once: true });
   let attackRun: Promise<void> | undefined;
   if (attackers.length > 0) {
     await sleep(attackStartMs);
     poller?.markAttack();
-    for (const attacker of attackers) attacker.process.kill('SIGUSR1');
+    for (const attacker of attackers) attacker.process.stdin?.write('start\n');
     attackRun = Promise.all(attackers.map((attacker) => attacker.done)).then(() => undefined);
   } else if (scenario.attack) {
     await sleep(attackStartMs);
@@ -267,7 +267,7 @@ interface BenchChild {
  * Resolves once it is ready; an interrupt kills it.
  */
 async function startBenchChild(script: string, args: string[], record: (result: SessionResult) => void): Promise<BenchChild> {
-  const child = spawn(process.execPath, [join(ROOT, 'node_modules/tsx/dist/cli.mjs'), join(ROOT, script), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [join(ROOT, 'node_modules/tsx/dist/cli.mjs'), join(ROOT, script), ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
   const kill = (): void => void child.kill('SIGTERM');
   interrupt.signal.addEventListener('abort', kill, { once: true });
   process.once('exit', kill);
@@ -291,6 +291,8 @@ async function startBenchChild(script: string, args: string[], record: (result: 
     process.off('exit', kill);
     if (code !== 0 && !interrupt.signal.aborted) throw new Error(`${script} exited ${code ?? signal}`);
   });
+  // Awaited by the phase when it ends; until then a failure must not count as unhandled.
+  done.catch(() => undefined);
   return { process: child, done };
 }
 
