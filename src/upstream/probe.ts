@@ -175,8 +175,8 @@ async function recipientChecks(connection: UpstreamConnection, client: string, r
   }
   const relay = await connection.command(`RCPT TO:<${RELAY_TEST_RECIPIENT}>`, 'rcpt');
   if (isPositive(relay)) {
-    const hint = client.includes('without XCLIENT') ? ': this host is in mynetworks (or another permit): take it out' : '';
-    report('FAIL', `open relay: RCPT ${RELAY_TEST_RECIPIENT} for ${client} accepted${hint}: ${line(relay)}`);
+    const hint = client.includes('without XCLIENT') ? '; take this host out of mynetworks (or whichever rule permits it)' : '';
+    report('FAIL', `open relay: RCPT ${RELAY_TEST_RECIPIENT} for ${client} accepted: ${line(relay)}${hint}`);
   } else if (/^[45]\.7\.\d{1,3}\b/.test(replyText(relay))) {
     report('ok', `open relay: RCPT ${RELAY_TEST_RECIPIENT} for ${client} refused: ${line(relay)}`);
   } else {
