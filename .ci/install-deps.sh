@@ -4,8 +4,9 @@
 # Python's smtplib (real clients), Exim's .debs (downloaded, never installed: its package conflicts
 # with Postfix's; the interop test unpacks them), Redis (contract tests), softflowd with nfdump (the NetFlow pipeline of the
 # offline SFDS e2e test), nftables (the firewall script and the deployment checks), systemd
-# (systemd-analyze on the units), dnsmasq (reverse DNS tests), Prometheus (promtool on a scrape of /metrics) and
-# Chromium (the dashboard's browser test); then makes sure a Redis answers on 127.0.0.1:6379. Idempotent; run as root (CI is).
+# (systemd-analyze on the units), dnsmasq (reverse DNS tests), Prometheus (promtool on a scrape of /metrics
+# and on the alert rules; the server itself scraping a test proxy) and Chromium (the dashboard's browser test);
+# then makes sure a Redis answers on 127.0.0.1:6379. Idempotent; run as root (CI is).
 set -euo pipefail
 
 missing=()
@@ -25,8 +26,9 @@ command -v nft >/dev/null || missing+=(nftables)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 # A real DNS server on a loopback port for the reverse DNS tests (dnsmasq-base starts no service).
 [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
-# promtool (in Debian's prometheus) lints a scrape of /metrics.
-command -v promtool >/dev/null || missing+=(prometheus)
+# Debian's prometheus: promtool lints a scrape of /metrics and checks deploy/prometheus/alerts.yml, and the
+# prometheus server itself scrapes a test proxy (test/integration/prometheus-scrape.test.ts).
+{ command -v promtool >/dev/null && command -v prometheus >/dev/null; } || missing+=(prometheus)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing from Debian: ${missing[*]}"

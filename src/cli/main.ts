@@ -1,8 +1,10 @@
 #!/usr/bin/env node
-// The smtp-pushback command: `serve` runs the proxy, `check-config` validates a policy file.
+// The smtp-pushback command: `serve` runs the proxy, `check-config` validates a policy file, `check-upstream`
+// asks Postfix whether it is ready for the proxy; the others read a running proxy or offline data.
 import { Command, InvalidArgumentError } from 'commander';
 import { defaultPolicy, formatProblem, loadPolicyFile, type PolicyResult } from '../config/load.js';
 import { formatHostPort } from '../util/host-port.js';
+import { registerCheckUpstreamCommand } from './check-upstream-command.js';
 import { runEntropyCommand } from './entropy-command.js';
 import { fetchStatus, formatStatus } from './status-command.js';
 import { registerQuarantineCommands } from './quarantine-command.js';
@@ -54,6 +56,8 @@ program
     if (!result.ok) return exitWithProblems(result);
     process.stdout.write(`${file}: OK\n`);
   });
+
+registerCheckUpstreamCommand(program);
 
 program
   .command('entropy')

@@ -73,10 +73,8 @@ export class UpstreamConnection {
    */
   static async open(options: UpstreamOptions, client: ClientIdentity): Promise<OpenedUpstream> {
     const started = performance.now();
-    const socket = await connectSocket(options);
-    const connection = new UpstreamConnection(socket, options);
+    const { connection, greeting } = await UpstreamConnection.connect(options);
     try {
-      const greeting = await connection.expectReply('greeting', options.replyTimeoutMs);
       if (greeting.code !== 220) return connection.refusedOpening(greeting, false, started);
       let reply = await connection.hello();
       if (reply.code !== 250) return connection.refusedOpening(reply, false, started);
@@ -98,6 +96,21 @@ export class UpstreamConnection {
       reply = await connection.hello(client.helo, client.protocol === 'SMTP' ? 'HELO' : 'EHLO');
       if (reply.code !== 250) return connection.refusedOpening(reply, true, started);
       return { connection, reply, xclientSent: true, connectMs: performance.now() - started };
+    } catch (error) {
+      connection.destroy();
+      throw error;
+    }
+  }
+
+  /**
+   * Connects and reads the greeting, nothing more: open() for the relay, and `check-upstream`, which
+   * takes each step of the opening on its own to report it. The connection is destroyed on a failure.
+   */
+  static async connect(options: UpstreamOptions): Promise<{ connection: UpstreamConnection; greeting: SmtpReply }> {
+    const socket = await connectSocket(options);
+    const connection = new UpstreamConnection(socket, options);
+    try {
+      return { connection, greeting: await connection.expectReply('greeting', options.replyTimeoutMs) };
     } catch (error) {
       connection.destroy();
       throw error;
@@ -211,11 +224,16 @@ export class UpstreamConnection {
     this.socket.destroy();
   }
 
+  /** The address this end of the connection has: the client address Postfix sees without XCLIENT. */
+  get localAddress(): string | undefined {
+    return this.socket.localAddress;
+  }
+
   /**
    * EHLO (HELO when Postfix refuses it). The capabilities come from an EHLO: a HELO after XCLIENT
    * (for a HELO client) keeps those of the proxy's own EHLO before it, which are Postfix's all the same.
    */
-  private async hello(name = this.options.heloName, verb: 'EHLO' | 'HELO' = 'EHLO'): Promise<SmtpReply> {
+  async hello(name = this.options.heloName, verb: 'EHLO' | 'HELO' = 'EHLO'): Promise<SmtpReply> {
     if (verb === 'HELO') return this.command(`HELO ${name}`, 'helo');
     let reply = await this.command(`EHLO ${name}`, 'ehlo');
     if (reply.code >= 500) reply = await this.command(`HELO ${name}`, 'helo');
