@@ -121,8 +121,8 @@ const upstreamSchema = z.strictObject({
   maxConnectionsPerAddress: positiveInt.default(10),
   /**
    * Share (percent) of maxConnections that clients neither allow-listed nor proven may hold together. Beyond
-   * it, the transaction silent the longest (250 ms or more since our last reply) among them is cut to make room,
-   * else (after one 250 ms wait) MAIL gets 451.
+   * it, the transaction silent the longest (100 ms or more since our last reply) among them is cut to make room,
+   * else (after one 100 ms wait) MAIL gets 451.
    */
   untrustedSharePercent: z.number().int().min(1).max(100).default(80),
 });

@@ -13,11 +13,12 @@ export type EvictionCount = EvictionReason | 'half-open';
 
 /**
  * A transaction must have been silent this long, counted from our last reply to it, before it may be cut
- * for another client's upstream slot. A client in a transaction answers within its round trip; a floor
- * of seconds would let a half-open flood of a few hundred a second keep every slot younger than it
- * (Postfix's 100 processes turn over at most 100 / floor times a second), and newcomers get 451.
+ * for another client's upstream slot. A floor of seconds would let a half-open flood of a few hundred a
+ * second keep every slot younger than it (the untrusted share turns over at most share / floor times a
+ * second), and newcomers get 451. The floor is only the worst case: the longest silent goes first, so a
+ * client answering within its round trip is cut only once the flood outpaces share / round trip.
  */
-export const HALF_OPEN_MIN_IDLE_MS = 250;
+export const HALF_OPEN_MIN_IDLE_MS = 100;
 
 /**
  * Of the sessions holding a Postfix process for an untrusted client in a transaction, the one silent the longest,

@@ -97,7 +97,7 @@ describe('the untrusted clients share of Postfix processes', () => {
     expect(metrics).toMatch(/^smtp_pushback_upstream_connections_held\{trust="untrusted"\} 3$/m);
   });
 
-  it('makes room within a quarter second even when every half-open transaction is younger than that', async () => {
+  it('makes room within a tenth of a second even when every half-open transaction is younger than that', async () => {
     proxy = await startTestProxy(upstream.address, `${FAST}upstream: { maxConnections: 2, untrustedSharePercent: 100 }\n`);
     const first = await halfOpen('127.42.0.1');
     await halfOpen('127.42.0.2');
