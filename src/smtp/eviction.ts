@@ -19,6 +19,11 @@ export type EvictionCount = EvictionReason | 'half-open';
  * client answering within its round trip is cut only once the flood outpaces share / round trip.
  */
 export const HALF_OPEN_MIN_IDLE_MS = 100;
+/**
+ * For one address over its own share, the transaction it cuts is its own: only one silent this long, so
+ * a sender that pipelines several transactions at once is told 451 rather than cut mid-way.
+ */
+export const SAME_ADDRESS_MIN_IDLE_MS = 2_000;
 
 /**
  * Of the sessions holding a Postfix process for an untrusted client in a transaction, the one silent the longest,
@@ -27,7 +32,7 @@ export const HALF_OPEN_MIN_IDLE_MS = 100;
  */
 export function chooseHalfOpen<T>(sessions: Iterable<T>, view: (session: T) => { holdsUntrustedSlot: boolean; inData: boolean; closing: boolean; lastActivityMs: number; sameAddress: boolean }, nowMs: number, sameAddressOnly: boolean): T | undefined {
   let best: T | undefined;
-  let bestSince = nowMs - HALF_OPEN_MIN_IDLE_MS;
+  let bestSince = nowMs - (sameAddressOnly ? SAME_ADDRESS_MIN_IDLE_MS : HALF_OPEN_MIN_IDLE_MS);
   for (const session of sessions) {
     const seen = view(session);
     if (!seen.holdsUntrustedSlot || seen.inData || seen.closing || (sameAddressOnly && !seen.sameAddress)) continue;

@@ -21,6 +21,7 @@ import { SessionRelay, type RelayNotices, type RelayReply } from '../relay/sessi
 import { dataOutcome, type SessionEnd, type SessionRecord, type TransactionRecord } from '../session/record.js';
 import type { UpstreamOptions } from '../upstream/connection.js';
 import { clientNameFields } from '../upstream/xclient.js';
+import { HalfOpenNetworks } from './half-open-networks.js';
 import { installCommandHandlers, startWithoutFixedGreetDelay, type ConnectionInternals } from './command-handlers.js';
 import { chooseEviction, chooseHalfOpen, HALF_OPEN_MIN_IDLE_MS, spreadIdleCloses, type EvictionCount, type EvictionView } from './eviction.js';
 import { UpstreamShare } from '../relay/upstream-share.js';
@@ -66,6 +67,7 @@ export class SmtpListener {
   private readonly concurrency: SourceConcurrency;
   /** Postfix processes held for clients: per address, and the untrusted clients' share (upstream-share.ts). */
   private readonly upstreamShare: UpstreamShare;
+  private readonly halfOpenNetworks = new HalfOpenNetworks();
   /** server.proxyProtocolFrom, canonical: a session still "from" one of these got no client address from it. */
   private readonly proxyBalancers: ReadonlySet<string>;
   /** Evictions and capacity refusals since the last aggregate log line (at most one a second). */
@@ -442,9 +444,15 @@ export class SmtpListener {
   private async takeUpstreamSlot(live: LiveSession): Promise<RelayReply | undefined> {
     if (live.upstreamSlot) return undefined;
     const trusted = isTrusted(live);
+    const network = live.concurrencyKeys[1];
     for (let attempt = 0; ; attempt += 1) {
       const refusal = this.upstreamShare.refusal(live.client, trusted);
       if (!refusal) break;
+      if (refusal === 'untrusted' && network !== undefined && this.halfOpenNetworks.isAttackerSet(network, Date.now())) {
+        // Its own network's transactions keep being cut: it may take a free process, not cut another's.
+        this.countCapacityEvent('upstream-refused-share');
+        return { code: 451, text: `4.3.2 ${this.deps.policy.server.hostname} Error: all server ports are busy, try again later` };
+      }
       const victim = chooseHalfOpen(this.sessions.values(), (other) => ({
         holdsUntrustedSlot: other.upstreamSlot !== undefined && !other.upstreamSlot.trusted,
         inData: other.inData || other.awaitingFinalReply,
@@ -453,6 +461,8 @@ export class SmtpListener {
         sameAddress: other.client === live.client,
       }), Date.now(), refusal === 'address');
       if (victim) {
+        const victimNetwork = victim.concurrencyKeys[1];
+        if (victimNetwork !== undefined) this.halfOpenNetworks.cut(victimNetwork, Date.now());
         this.evict(victim, 'half-open');
         victim.relay.close();
         this.releaseUpstreamSlot(victim);

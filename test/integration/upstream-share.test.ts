@@ -110,6 +110,29 @@ describe('the untrusted clients share of Postfix processes', () => {
     expect(upstream.connectionsOpened).toBe(3);
   });
 
+  it('lets a network whose transactions keep being cut take free processes only, not cut others\' transactions', async () => {
+    proxy = await startTestProxy(upstream.address, `${FAST}upstream: { maxConnections: 1, untrustedSharePercent: 100 }\n`);
+    // Each half-open transaction of 127.48.0.0/24 cuts the one before it, three times.
+    let previous = await halfOpen('127.48.0.1');
+    for (const host of [2, 3, 4]) {
+      await sleep(150);
+      const next = await halfOpen(`127.48.0.${host}`);
+      expect((await previous.reply()).code).toBe(421);
+      previous = next;
+    }
+    await sleep(150);
+    // Now an attacker set: its next newcomer hears 451 and the transaction holding the process stays.
+    const fifth = await greeted('127.48.0.5');
+    await fifth.command('EHLO fifth.test');
+    expect(await fifth.command('MAIL FROM:<a@fifth.test>')).toMatchObject({ code: 451, text: expect.stringMatching(/all server ports are busy/) });
+    expect(previous.closed).toBe(false);
+    // A newcomer from another network still makes room.
+    const other = await greeted('127.49.0.1');
+    await other.command('EHLO other.test');
+    expect((await other.command('MAIL FROM:<a@other.test>')).code).toBe(250);
+    expect((await previous.reply()).code).toBe(421);
+  });
+
   it('answers 451 when every process is busy with a transaction waiting for Postfix, and cuts none of them', async () => {
     await upstream.close();
     upstream = await FakeUpstream.start({ stallAt: 'rcpt' });
