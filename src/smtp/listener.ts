@@ -115,7 +115,7 @@ export class SmtpListener {
       const netServer = this.server.server;
       const onError = (error: Error): void => reject(error);
       netServer.once('error', onError);
-      this.server.listen(port, host, () => {
+      this.server.listen(port, host, LISTEN_BACKLOG, () => {
         netServer.off('error', onError);
         resolve(netServer.address() as AddressInfo);
       });
@@ -756,6 +756,13 @@ export class SmtpListener {
     return { trace, debug: observe, info: observe, warn: trace, error: trace, fatal: trace };
   }
 }
+
+/**
+ * Connections the kernel queues for accept() (capped by net.core.somaxconn). Node's 511 overflows in
+ * a burst of a thousand connections a second, and a client whose SYN is dropped retries only after
+ * a second (then three): a legitimate sender behind a flood would wait that long for a greeting.
+ */
+const LISTEN_BACKLOG = 4_096;
 
 /**
  * The shortest wait before the greeting of a client not proven or allow-listed: smtp-server's own
