@@ -208,6 +208,7 @@ export async function startProxy(initialPolicy: Policy, logger: Logger, hooks: P
       },
       command: () => metrics.command(),
       evicted: (reason) => metrics.evicted(reason),
+      refusedAtAccept: () => metrics.refusedAtAccept(),
       upstreamReply(step, milliseconds, code, source) {
         metrics.upstreamLatency(step, milliseconds);
         // The queue trigger reads the transaction's replies (and any time-out): a 220 or 250 to

@@ -203,6 +203,11 @@ export class ProxyMetrics {
     this.evictions.inc({ reason });
   }
 
+  /** A connection refused at accept on a recent verdict: a session that ended refused, without a record. */
+  refusedAtAccept(): void {
+    this.sessions.inc({ end: 'refused' });
+  }
+
   sessionEnded(record: SessionRecord): void {
     this.sessions.inc({ end: record.end });
     for (const transaction of record.transactions) this.transactions.inc({ outcome: transaction.outcome });

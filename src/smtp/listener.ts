@@ -21,6 +21,7 @@ import { SessionRelay, type RelayNotices, type RelayReply } from '../relay/sessi
 import { dataOutcome, type SessionEnd, type SessionRecord, type TransactionRecord } from '../session/record.js';
 import type { UpstreamOptions } from '../upstream/connection.js';
 import { clientNameFields } from '../upstream/xclient.js';
+import { ExpiringMap } from '../state/expiring-map.js';
 import { HalfOpenNetworks } from './half-open-networks.js';
 import { installCommandHandlers, startWithoutFixedGreetDelay, type ConnectionInternals } from './command-handlers.js';
 import { chooseEviction, chooseHalfOpen, HALF_OPEN_MIN_IDLE_MS, spreadIdleCloses, type EvictionCount, type EvictionView } from './eviction.js';
@@ -68,6 +69,13 @@ export class SmtpListener {
   /** Postfix processes held for clients: per address, and the untrusted clients' share (upstream-share.ts). */
   private readonly upstreamShare: UpstreamShare;
   private readonly halfOpenNetworks = new HalfOpenNetworks();
+  /**
+   * Clients the screen refused at connect on a verdict, for a few seconds: their next connections are
+   * answered from here, before smtp-server builds a session for them (see refuseAtAccept).
+   */
+  private refusedAtConnect = new ExpiringMap<RelayReply>(REFUSED_AT_ACCEPT_ENTRIES);
+  /** The policy those refusals were decided under: a reload (an allow list, say) forgets them. */
+  private refusedUnder: Policy | undefined;
   /** server.proxyProtocolFrom, canonical: a session still "from" one of these got no client address from it. */
   private readonly proxyBalancers: ReadonlySet<string>;
   /** Evictions and capacity refusals since the last aggregate log line (at most one a second). */
@@ -103,6 +111,15 @@ export class SmtpListener {
     this.proxyBalancers = new Set(policy.server.proxyProtocolFrom.map(canonicalAddress));
     this.shuttingDown = { code: 421, text: `4.3.2 ${policy.server.hostname} Service shutting down, try again later` };
     this.server = new SMTPServer(this.serverOptions(policy));
+    // Ahead of smtp-server's own connection handler: a client refused on a verdict moments ago hears the
+    // same refusal at once. In a flood most connections are such, and a full session costs several times more.
+    const netServer = this.server.server;
+    const handlers = netServer.listeners('connection') as Array<(socket: net.Socket) => void>;
+    netServer.removeAllListeners('connection');
+    netServer.on('connection', (socket: net.Socket) => {
+      if (this.refuseAtAccept(socket)) return;
+      for (const handler of handlers) handler.call(netServer, socket);
+    });
     // Sessions are registered when smtp-server creates the connection (after any PROXY header),
     // before its greeting delay, so early talkers and clients over maxClients are seen too.
     this.server.connections = new ConnectionSet((connection) => this.sessionStarted(connection as unknown as SmtpConnectionHandle)) as unknown as typeof this.server.connections;
@@ -403,7 +420,10 @@ export class SmtpListener {
     screen.atConnect({ address: live.client, port: live.connection.remotePort }).then((decision) => {
       if (live.closed) return;
       live.decision = decision;
-      if (decision.refuse) return this.refuse(live, decision.refuse, callback);
+      if (decision.refuse) {
+        if (decision.action === 'defer' || decision.action === 'reject') this.rememberRefusal(live.client, decision.refuse);
+        return this.refuse(live, decision.refuse, callback);
+      }
       const excess = isTrusted(live) ? undefined : live.concurrencyExcess;
       if (excess) {
         this.countCapacityEvent(excess.scope === 'address' ? 'refused-address' : 'refused-prefix');
@@ -429,6 +449,35 @@ export class SmtpListener {
   /** What is left of the shortest greeting wait of a client not trusted, counted from its connect. */
   private earlyTalkerWaitLeftMs(live: LiveSession): number {
     return EARLY_TALKER_WAIT_MS - (Date.now() - live.startedAtMs);
+  }
+
+  private rememberRefusal(client: string, reply: RelayReply): void {
+    const policy = this.deps.current?.() ?? this.deps.policy;
+    if (this.refusedUnder !== policy) {
+      this.refusedAtConnect = new ExpiringMap<RelayReply>(REFUSED_AT_ACCEPT_ENTRIES);
+      this.refusedUnder = policy;
+    }
+    const nowMs = Date.now();
+    this.refusedAtConnect.put(canonicalAddress(client), reply, nowMs + REFUSED_AT_ACCEPT_MS, nowMs);
+  }
+
+  /**
+   * A new connection from a client refused on a verdict within REFUSED_AT_ACCEPT_MS: the same reply and a
+   * close, with no session built, screened or learned from (the verdict it would find is the one it got).
+   * Counted as a refused session. Not for balancers (the client is in the PROXY header), nor once the
+   * policy has been reloaded, nor during a drain (which answers every newcomer itself).
+   */
+  private refuseAtAccept(socket: net.Socket): boolean {
+    const address = socket.remoteAddress;
+    if (address === undefined || this.drainStarted || this.refusedUnder !== (this.deps.current?.() ?? this.deps.policy)) return false;
+    if (this.fromProxyBalancer(address)) return false;
+    const reply = this.refusedAtConnect.live(canonicalAddress(address), Date.now())?.value;
+    if (!reply) return false;
+    socket.on('error', () => socket.destroy());
+    socket.setTimeout(REFUSED_AT_ACCEPT_CLOSE_MS, () => socket.destroy());
+    socket.end(`${reply.code} ${reply.text}\r\n`);
+    this.deps.observer.refusedAtAccept?.();
+    return true;
   }
 
   /** Whether a session's client address is one of the PROXY protocol balancers'. */
@@ -756,6 +805,13 @@ export class SmtpListener {
     return { trace, debug: observe, info: observe, warn: trace, error: trace, fatal: trace };
   }
 }
+
+/** How long a refusal on a verdict is answered at accept, without a session: short, as verdicts change. */
+const REFUSED_AT_ACCEPT_MS = 10_000;
+/** Clients remembered so: bounded, the ones expiring soonest make room. */
+const REFUSED_AT_ACCEPT_ENTRIES = 50_000;
+/** A client refused at accept that does not close its end is cut after this. */
+const REFUSED_AT_ACCEPT_CLOSE_MS = 2_000;
 
 /**
  * Connections the kernel queues for accept() (capped by net.core.somaxconn). Node's 511 overflows in

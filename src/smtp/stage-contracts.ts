@@ -19,6 +19,8 @@ export interface SessionObserver {
   sessionEnded(record: SessionRecord): void;
   /** A session was closed to make room for a newcomer (smtp_pushback_sessions_evicted_total). */
   evicted?(reason: EvictionCount): void;
+  /** A connection refused at accept on a recent verdict, no session built (counted as a refused session). */
+  refusedAtAccept?(): void;
 }
 
 /** The screen stage, as the listener sees it: a decision per new client. */
