@@ -46,5 +46,8 @@ await scenario.attack({
 });
 clearTimeout(timer);
 pool.closeAll();
+// A pipe takes 64 KB at once and Node queues the rest: exit only once every result line is written (the
+// write's callback runs after those before it), or the cut connections' lines are lost.
+await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));
 // stdin stays open (the parent's pipe): leave without waiting for it.
 process.exit(0);

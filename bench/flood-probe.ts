@@ -70,6 +70,7 @@ export interface AdminSample {
   abnormalPairs?: number;
   verdicts?: number;
   tarpitActive?: number;
+  sessionsActive?: number;
 }
 
 export interface AdminTimeline {
@@ -101,6 +102,11 @@ export class AdminPoller {
 
   markAttack(): void {
     this.attackAtMs = Date.now();
+  }
+
+  /** The last successful poll (its atMs still epoch time), for a live progress line. */
+  latest(): AdminSample | undefined {
+    return this.samples.at(-1);
   }
 
   async stop(): Promise<AdminTimeline> {
@@ -138,6 +144,8 @@ export class AdminPoller {
         if (verdicts !== undefined) sample.verdicts = verdicts;
         const tarpitActive = metricTotal(metrics, 'smtp_pushback_tarpit_active');
         if (tarpitActive !== undefined) sample.tarpitActive = tarpitActive;
+        const sessionsActive = metricTotal(metrics, 'smtp_pushback_sessions_active');
+        if (sessionsActive !== undefined) sample.sessionsActive = sessionsActive;
         this.samples.push(sample);
       } catch {
         this.failedPolls += 1;

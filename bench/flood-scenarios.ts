@@ -17,9 +17,10 @@ const HOLD_MS = 60_000;
 // The idle flood is free to exceed every cap the proxy ships with (maxClients, the per-/24 limits):
 // 10,000 addresses, 1,500 new connections a second (BENCH_FLOOD_ABANDON_PER_SECOND), from
 // ABANDON_PROCESSES processes of up to 15,000 sockets each, so that more can be held at once than
-// one process may open (the open-files limit also sizes the proxy's default maxClients).
-const ABANDON = { addresses: 10_000, concurrency: 45_000, perSecond: positiveEnv('BENCH_FLOOD_ABANDON_PER_SECOND', 1_500), total: 200_000 };
-const ABANDON_PROCESSES = 3;
+// one process may open (the open-files limit also sizes the proxy's default maxClients). The demo
+// (demo/demo.ts) runs one or more of these processes, and describes the flood from these numbers.
+export const ABANDON = { addresses: 10_000, concurrency: 45_000, perSecond: positiveEnv('BENCH_FLOOD_ABANDON_PER_SECOND', 1_500), total: 200_000 };
+export const ABANDON_PROCESSES = 3;
 // Half-open transactions: EHLO, MAIL, RCPT, silence, each holding a Postfix smtpd process, from
 // thousands of addresses, far more at once than Postfix's 100 processes.
 const HALF_OPEN = { addresses: 5_000, concurrency: 3_000, perSecond: 300, total: 20_000 };

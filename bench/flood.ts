@@ -15,15 +15,14 @@
 // BENCH_FLOOD_MAX_CLIENTS (unset: the shipped default): server.maxClients for the proxy.
 // BENCH_FLOOD_TARGETS (all): comma-separated targets to run (postfix, postscreen, proxy).
 // BENCH_FLOOD_PROFILE_DIR (unset): each proxy runs with --cpu-prof into this directory.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once, setMaxListeners } from 'node:events';
-import { createInterface } from 'node:readline';
+import { setMaxListeners } from 'node:events';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { parseDocument } from 'yaml';
 import { startPostfix, type PostfixInstance } from '../test/support/postfix.js';
+import { startBenchChild, type BenchChild } from './bench-child.js';
 import { summariseProfile, type SelfTime } from './cpu-profile.js';
 import { freeLoopbackPort, killAllChildrenNow, stopAllChildren, stopChild, type Child } from './children.js';
 import { SocketPool, type SessionResult } from './flood-client.js';
@@ -177,7 +176,7 @@ async function runPhase(server: PostfixInstance, scenario: Scenario, target: Tar
   // open-files limit; told on stdin when to start and when the legitimate load has ended (cut what is held).
   const attackers = scenario.attack && scenario.processes
     ? await Promise.all(Array.from({ length: scenario.processes }, (_, part) => startBenchChild('bench/flood-attacker.ts',
-      [scenario.id, String(port), String(part), String(scenario.processes), String(attackWindowMs)], (result) => attack.push(result))))
+      [scenario.id, String(port), String(part), String(scenario.processes), String(attackWindowMs)], (result) => attack.push(result), interrupt.signal)))
     : [];
   const legitRun = await startLegitSenders(port, (result) => legit.push(result));
   const legitStartedAtMs = Date.now();
@@ -253,47 +252,7 @@ async function runPhase(server: PostfixInstance, scenario: Scenario, target: Tar
 function startLegitSenders(port: number, record: (result: SessionResult) => void): Promise<BenchChild> {
   const firstFresh = nextFreshSender;
   nextFreshSender += Math.ceil((phaseSeconds * LEGIT_SESSIONS_PER_SECOND) / FRESH_EVERY);
-  return startBenchChild('bench/flood-legit.ts', [String(port), String(phaseSeconds), String(firstFresh)], record);
-}
-
-interface BenchChild {
-  process: ChildProcess;
-  /** Settles when the child has exited and every line it printed has been read. */
-  done: Promise<void>;
-}
-
-/**
- * A child of this benchmark that prints "ready" once loaded, then one JSON SessionResult a line.
- * Resolves once it is ready; an interrupt kills it.
- */
-async function startBenchChild(script: string, args: string[], record: (result: SessionResult) => void): Promise<BenchChild> {
-  const child = spawn(process.execPath, [join(ROOT, 'node_modules/tsx/dist/cli.mjs'), join(ROOT, script), ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const kill = (): void => void child.kill('SIGTERM');
-  interrupt.signal.addEventListener('abort', kill, { once: true });
-  process.once('exit', kill);
-  const closed = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
-  let isReady = false;
-  let ready: () => void = () => undefined;
-  const loaded = new Promise<void>((resolve) => { ready = resolve; });
-  createInterface({ input: child.stdout }).on('line', (line) => {
-    if (line === 'ready') {
-      isReady = true;
-      return ready();
-    }
-    if (line.startsWith('{')) record(JSON.parse(line) as SessionResult);
-  });
-  const exitedEarly = closed.then(([code, signal]) => {
-    if (!isReady) throw new Error(`${script} exited ${code ?? signal} before it was ready`);
-  });
-  await Promise.race([loaded, exitedEarly]);
-  const done = closed.then(([code, signal]) => {
-    interrupt.signal.removeEventListener('abort', kill);
-    process.off('exit', kill);
-    if (code !== 0 && !interrupt.signal.aborted) throw new Error(`${script} exited ${code ?? signal}`);
-  });
-  // Awaited by the phase when it ends; until then a failure must not count as unhandled.
-  done.catch(() => undefined);
-  return { process: child, done };
+  return startBenchChild('bench/flood-legit.ts', [String(port), String(phaseSeconds), String(firstFresh)], record, interrupt.signal);
 }
 
 /** What the proxy said about the phase: its metrics at the end, detection times, its log, whether it died. */

@@ -1,5 +1,6 @@
 // What the relay benchmarks share: building dist/, starting smtp-sink and the built proxy as
-// children, one timed smtp-source run, machine facts, and environment knobs.
+// children (or the proxy from src/ through tsx, as the demo does), one timed smtp-source run,
+// machine facts, and environment knobs.
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
@@ -48,6 +49,8 @@ export interface ProxyChildOptions {
   redisUrl?: string;
   nodeArgs?: string[];
   name?: string;
+  /** Run src/ through tsx instead of the built dist/ (no build step, never stale; for the demo). */
+  fromSource?: boolean;
 }
 
 export async function startProxyChild(options: ProxyChildOptions): Promise<{ child: Child; port: number }> {
@@ -61,7 +64,8 @@ export async function startProxyChild(options: ProxyChildOptions): Promise<{ chi
   };
   if (options.redisUrl) env.PUSHBACK_REDIS_URL = options.redisUrl;
   else delete env.PUSHBACK_REDIS_URL;
-  const args = [...(options.nodeArgs ?? []), join(ROOT, 'dist/cli/main.js'), 'serve', '--config', options.policyFile];
+  const entry = options.fromSource ? ['--import', 'tsx', join(ROOT, 'src/cli/main.ts')] : [join(ROOT, 'dist/cli/main.js')];
+  const args = [...(options.nodeArgs ?? []), ...entry, 'serve', '--config', options.policyFile];
   const child = startChild(options.name ?? 'proxy', process.execPath, args, { cwd: ROOT, env });
   await waitForGreeting(port, child);
   return { child, port };

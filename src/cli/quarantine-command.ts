@@ -3,9 +3,12 @@
 // (src/admin/quarantine-routes.ts); every call carries the admin token (reading entries needs it too). Tables for people, --json for scripts; any
 // failure prints one clear line and sets a non-zero exit code. What the tables and lines show comes from senders
 // (headers, addresses, HELO) and passes through terminalSafe; --json is JSON, whose escaping is the reader's.
+// A bulk release (--all, --source) watches the held count while the proxy works and, when stderr is a terminal,
+// shows it as one progress line there (entries done of those selected, and their rate); piped, nothing extra.
 import { Command, InvalidArgumentError } from 'commander';
 import type { EntryMeta } from '../quarantine/spool-entry.js';
 import type { SpoolStats } from '../quarantine/spool.js';
+import { formatCount, ProgressLine, type ProgressStream } from './progress.js';
 import { terminalSafe } from './terminal-safe.js';
 
 export type AdminAddressLookup = (opts: { admin?: string; config?: string }) => Promise<string | undefined>;
@@ -17,6 +20,8 @@ export interface QuarantineIo {
   /** Marks the run failed: process.exitCode by default. */
   fail(exitCode: number): void;
   env: NodeJS.ProcessEnv;
+  /** Where a bulk release's progress line goes when it is a terminal (process.stderr); absent: none. */
+  progress?: ProgressStream;
 }
 
 const processIo: QuarantineIo = {
@@ -24,6 +29,7 @@ const processIo: QuarantineIo = {
   err: (text) => void process.stderr.write(text),
   fail: (exitCode) => void (process.exitCode = exitCode),
   env: process.env,
+  progress: process.stderr,
 };
 
 interface CommonOptions {
@@ -43,6 +49,9 @@ interface ReleaseResult {
 class CommandError extends Error {}
 
 const RESULT_ROWS_SHOWN = 100;
+/** How often a bulk release's progress asks for the held count, and how long each such ask may take. */
+const PROGRESS_POLL_MS = 500;
+const PROGRESS_POLL_TIMEOUT_MS = 2_000;
 
 export function registerQuarantineCommands(program: Command, adminAddress: AdminAddressLookup, io: QuarantineIo = processIo): Command {
   const quarantine = program.command('quarantine').description("a running proxy's quarantine, through its admin listener");
@@ -98,7 +107,14 @@ export function registerQuarantineCommands(program: Command, adminAddress: Admin
       const selectors = [ids.length > 0, options.source !== undefined, options.all === true].filter(Boolean).length;
       if (selectors !== 1) throw new CommandError('name entry ids, or --source CIDR, or --all (exactly one of them)');
       const selection = ids.length > 0 ? { ids } : options.source !== undefined ? { source: options.source } : { all: true };
-      const answer = await client.call<{ results: ReleaseResult[] }>('POST', '/quarantine/release', { ...selection, now: options.now === true });
+      const progress = new ProgressLine(io.progress);
+      const watch = progress.enabled && ids.length === 0 ? await watchRelease(client, options.source, progress) : undefined;
+      let answer: { results: ReleaseResult[] };
+      try {
+        answer = await client.call<{ results: ReleaseResult[] }>('POST', '/quarantine/release', { ...selection, now: options.now === true });
+      } finally {
+        await watch?.stop();
+      }
       io.out(options.json ? toJson(answer) : formatReleaseResults(answer.results));
       if (answer.results.some((result) => result.outcome === 'not-found')) io.fail(1);
     }));
@@ -138,11 +154,51 @@ export function registerQuarantineCommands(program: Command, adminAddress: Admin
   return quarantine;
 }
 
+/**
+ * While a bulk release runs: the held entries of the selection (all, or inside `source`), counted before it
+ * and then every PROGRESS_POLL_MS; what left the held state is done (released, or rejected by Postfix; a 4xx
+ * keeps an entry held for its retry). Undefined when nothing can be counted; a failed poll only skips a redraw.
+ */
+async function watchRelease(client: AdminClient, source: string | undefined, progress: ProgressLine): Promise<{ stop(): Promise<void> } | undefined> {
+  const poller = client.withTimeout(PROGRESS_POLL_TIMEOUT_MS);
+  const query = new URLSearchParams({ state: 'held', limit: '1' });
+  if (source !== undefined) query.set('source', source);
+  const heldNow = async (): Promise<number> => (await poller.call<{ total: number }>('GET', `/quarantine?${query}`)).total;
+  const selected = await heldNow().catch(() => undefined);
+  if (selected === undefined || selected === 0) return undefined;
+  let running = true;
+  let wake: () => void = () => undefined;
+  const loop = (async () => {
+    while (running) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, PROGRESS_POLL_MS);
+        wake = () => { clearTimeout(timer); resolve(); };
+      });
+      const held = running ? await heldNow().catch(() => undefined) : undefined;
+      if (held === undefined) continue;
+      const done = Math.min(selected, Math.max(0, selected - held));
+      progress.update(done, (rate) => `quarantine release: ${formatCount(done)}/${formatCount(selected)} entries done, ${formatCount(rate)}/s`);
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      wake();
+      await loop;
+      progress.done();
+    },
+  };
+}
+
 class UnauthorisedError extends Error {}
 
 /** One admin listener, one token; every answer that is not 2xx becomes an Error with the proxy's own reason. */
 class AdminClient {
   constructor(private readonly address: string, private readonly token: string | undefined, private readonly timeoutMs: number) {}
+
+  withTimeout(timeoutMs: number): AdminClient {
+    return new AdminClient(this.address, this.token, timeoutMs);
+  }
 
   async call<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<T> {
     const headers: Record<string, string> = {};

@@ -2,7 +2,8 @@
 // Reads nfdump CSV (or nfcapd files through nfdump) in the order given, keeps SMTP flows (TCP to the policy's
 // pushback.sfds.smtpPorts, or --port), replays them through the live detector's aggregator and thresholds,
 // and prints the top-N table and the flooding sources. Malformed lines go to stderr as FILE:LINE: reason
-// (a reason quotes the line's fields, so stderr's lines pass through terminalSafe).
+// (a reason quotes the line's fields, so stderr's lines pass through terminalSafe). When stderr is a terminal,
+// one progress line there counts files, lines and flows read and lines a second; piped, nothing extra.
 // Exit codes: 0 every input read; 1 the policy or an option is unusable (nothing read); 2 an input could not
 // be read to its end (the report still covers everything that was read).
 import { InvalidArgumentError, Option, type Command } from 'commander';
@@ -10,6 +11,7 @@ import { defaultPolicy, formatProblem, loadPolicyFile } from '../config/load.js'
 import { NetflowCsvReader } from '../offline/netflow-csv.js';
 import { InputError, inputKind, inputLines, inputName } from '../offline/netflow-input.js';
 import { SfdsReplay } from '../offline/sfds-replay.js';
+import { formatCount, ProgressLine, type ProgressStream } from './progress.js';
 import { formatSfdsReport, sfdsReportJson, type InputSummary } from './sfds-report.js';
 import { terminalSafe } from './terminal-safe.js';
 
@@ -17,6 +19,9 @@ export const SFDS_EXIT = { ok: 0, unusable: 1, unreadableInput: 2 } as const;
 
 /** Malformed lines reported one by one per input; the rest are counted. */
 export const MALFORMED_LINES_SHOWN = 100;
+
+/** Lines read between two looks at the progress clock: a per-line look would cost the replay's hot loop. */
+const PROGRESS_EVERY_LINES = 256;
 
 export interface SfdsCommandOptions {
   top: number;
@@ -32,6 +37,17 @@ export interface SfdsCommandOptions {
 export interface Output {
   stdout: (text: string) => void;
   stderr: (text: string) => void;
+  /** Where the progress line goes when it is a terminal (process.stderr); absent: none. */
+  progress?: ProgressStream;
+}
+
+/** Where reading stands across every input, for the progress line. */
+interface ReadProgress {
+  line: ProgressLine;
+  files: number;
+  fileIndex: number;
+  lines: number;
+  flows: number;
 }
 
 export function registerSfdsCommand(program: Command): void {
@@ -50,12 +66,20 @@ export function registerSfdsCommand(program: Command): void {
       process.exitCode = await runSfdsCommand(files, options, {
         stdout: (text) => process.stdout.write(text),
         stderr: (text) => process.stderr.write(text),
+        progress: process.stderr,
       });
     });
 }
 
 export async function runSfdsCommand(files: readonly string[], options: SfdsCommandOptions, rawOutput: Output): Promise<number> {
-  const output: Output = { stdout: rawOutput.stdout, stderr: (text) => rawOutput.stderr(terminalSafe(text)) };
+  const progressLine = new ProgressLine(rawOutput.progress);
+  const output: Output = {
+    stdout: rawOutput.stdout,
+    stderr: (text) => {
+      progressLine.clear();
+      rawOutput.stderr(terminalSafe(text));
+    },
+  };
   const policy = options.config ? await loadPolicyFile(options.config) : defaultPolicy();
   if (!policy.ok) {
     for (const problem of policy.problems) output.stderr(`${formatProblem(problem)}\n`);
@@ -70,14 +94,21 @@ export async function runSfdsCommand(files: readonly string[], options: SfdsComm
   const maxSources = options.maxSources ?? policy.policy.pushback.sfds.maxSources;
   const replay = new SfdsReplay({ sets, maxSources });
   const inputs: InputSummary[] = [];
-  for (const file of files) inputs.push(await readInput(file, replay, smtpPorts, options.idleTimeout * 1_000, output));
+  const progress: ReadProgress = { line: progressLine, files: files.length, fileIndex: 0, lines: 0, flows: 0 };
+  for (const file of files) {
+    progress.fileIndex += 1;
+    inputs.push(await readInput(file, replay, smtpPorts, options.idleTimeout * 1_000, output, progress));
+  }
+  progress.line.done();
 
   const context = { inputs, smtpPorts, sets, maxSources, replay: replay.report(options.top, options.set) };
   output.stdout(options.json ? `${JSON.stringify(sfdsReportJson(context), null, 2)}\n` : terminalSafe(formatSfdsReport(context)));
   return inputs.some((input) => input.error !== undefined) ? SFDS_EXIT.unreadableInput : SFDS_EXIT.ok;
 }
 
-async function readInput(file: string, replay: SfdsReplay, smtpPorts: readonly number[], idleTimeoutMs: number, output: Output): Promise<InputSummary> {
+async function readInput(
+  file: string, replay: SfdsReplay, smtpPorts: readonly number[], idleTimeoutMs: number, output: Output, progress: ReadProgress,
+): Promise<InputSummary> {
   const name = inputName(file);
   const summary: InputSummary = { file: name, kind: undefined, lines: 0, flows: 0, otherRecords: 0, malformedLines: 0 };
   const reader = new NetflowCsvReader(new Set(smtpPorts));
@@ -90,6 +121,7 @@ async function readInput(file: string, replay: SfdsReplay, smtpPorts: readonly n
     });
     for await (const text of lines) {
       summary.lines += 1;
+      if (progress.line.enabled && summary.lines % PROGRESS_EVERY_LINES === 0) showProgress(progress, summary);
       const line = reader.line(text);
       if (line.kind === 'flow') {
         summary.flows += 1;
@@ -106,10 +138,18 @@ async function readInput(file: string, replay: SfdsReplay, smtpPorts: readonly n
     summary.error = error.message;
     output.stderr(`${error.message}\n`);
   }
+  progress.lines += summary.lines;
+  progress.flows += summary.flows;
   if (summary.malformedLines > MALFORMED_LINES_SHOWN) {
     output.stderr(`${name}: ${summary.malformedLines - MALFORMED_LINES_SHOWN} more malformed lines not shown (${summary.malformedLines} in all)\n`);
   }
   return summary;
+}
+
+function showProgress(progress: ReadProgress, current: InputSummary): void {
+  const lines = progress.lines + current.lines;
+  progress.line.update(lines, (rate) => terminalSafe(`sfds: file ${progress.fileIndex}/${progress.files} (${current.file}), `)
+    + `${formatCount(lines)} lines, ${formatCount(progress.flows + current.flows)} SMTP flows, ${formatCount(rate)} lines/s`);
 }
 
 function positiveInteger(value: string): number {
