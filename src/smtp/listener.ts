@@ -473,9 +473,11 @@ export class SmtpListener {
     if (this.fromProxyBalancer(address)) return false;
     const reply = this.refusedAtConnect.live(canonicalAddress(address), Date.now())?.value;
     if (!reply) return false;
+    // Not counted against maxClients, so it must not hold its descriptor: closed once the reply is written
+    // (a client that keeps its end open or sends more gets a reset), at the latest after a short wait.
     socket.on('error', () => socket.destroy());
     socket.setTimeout(REFUSED_AT_ACCEPT_CLOSE_MS, () => socket.destroy());
-    socket.end(`${reply.code} ${reply.text}\r\n`);
+    socket.end(`${reply.code} ${reply.text}\r\n`, () => socket.destroy());
     this.deps.observer.refusedAtAccept?.();
     return true;
   }
@@ -810,7 +812,7 @@ export class SmtpListener {
 const REFUSED_AT_ACCEPT_MS = 10_000;
 /** Clients remembered so: bounded, the ones expiring soonest make room. */
 const REFUSED_AT_ACCEPT_ENTRIES = 50_000;
-/** A client refused at accept that does not close its end is cut after this. */
+/** A refusal at accept whose reply cannot be written (a client that reads nothing) is cut after this. */
 const REFUSED_AT_ACCEPT_CLOSE_MS = 2_000;
 
 /**
